@@ -1,0 +1,1 @@
+"""Data sets, loaded once as tensors (MNIST, CIFAR) or streamed (ImageNet)."""

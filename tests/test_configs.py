@@ -1,0 +1,45 @@
+import pytest
+from omegaconf import OmegaConf
+
+from elurepro import build
+from tests.hydra_utils import experiments, load_config
+
+
+@pytest.mark.parametrize("experiment", experiments())
+@pytest.mark.parametrize("budget", ["paper", "short", "smoke"])
+def test_every_experiment_composes_and_plans(experiment, budget):
+    cfg = load_config(f"experiment={experiment}", f"budget={budget}")
+    OmegaConf.resolve(cfg)
+    assert cfg.name == experiment
+    chunks = build.plan_chunks(cfg)
+    assert chunks and all(chunks)
+
+
+def test_mnist_meanact_matches_paper_section_5_1():
+    cfg = load_config("experiment=mnist_meanact")
+    assert list(cfg.model.sizes) == [784] + [128] * 8 + [10]
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.train.batch_size, cfg.train.length) == (
+        0.01,
+        0.0,
+        64,
+        300,
+    )
+    members = build.build_members(cfg)
+    assert sorted({m.group for m in members}) == ["elu", "lrelu", "relu"]
+    assert sorted({m.seed for m in members}) == [0, 1, 2, 3, 4]
+    assert {m.activation_params.get("alpha") for m in members if m.activation == "lrelu"} == {0.1}
+
+
+def test_smoke_budget_limits_seeds():
+    members = build.build_members(load_config("experiment=mnist_meanact", "budget=smoke"))
+    assert sorted({m.seed for m in members}) == [0, 1]
+
+
+def test_identity_ignores_where_but_not_what():
+    members = build.build_members(load_config("experiment=mnist_meanact"))
+    a = build.identity_hash(load_config("experiment=mnist_meanact", "runs_dir=/x"), members)
+    b = build.identity_hash(
+        load_config("experiment=mnist_meanact", "runs_dir=/y", "device=cpu"), members
+    )
+    c = build.identity_hash(load_config("experiment=mnist_meanact", "optim.lr=0.02"), members)
+    assert a == b != c
