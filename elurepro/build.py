@@ -16,11 +16,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from elurepro.activations import activation_factory
-from elurepro.data.paths import resolve_data_root
+from elurepro.data.paths import resolve_cache_dir, resolve_data_root
 from elurepro.data.stream import Split, TensorStream
 from elurepro.errors import ConfigError
 from elurepro.members import Member, chunk, expand_members
 from elurepro.models.mlp import StackedMLP
+from elurepro.models.population import MemberList
 from elurepro.runlog import device_name, git_commit
 from elurepro.schedule import DropoutPhase, PiecewiseConstant
 from elurepro.tasks import build_task
@@ -68,7 +69,9 @@ def build_data(cfg: DictConfig, device: torch.device) -> DataBundle:
     name = cfg.data.name
     if name == "mnist":
         return _mnist(cfg, device)
-    raise ConfigError(f"unknown data set {name!r}; known: mnist")
+    if name in ("cifar10", "cifar100"):
+        return _cifar(cfg, device)
+    raise ConfigError(f"unknown data set {name!r}; known: mnist, cifar10, cifar100")
 
 
 def _mnist(cfg: DictConfig, device: torch.device) -> DataBundle:
@@ -103,6 +106,40 @@ def _mnist(cfg: DictConfig, device: torch.device) -> DataBundle:
     )
 
 
+def _cifar(cfg: DictConfig, device: torch.device) -> DataBundle:
+    from elurepro.data.augment import pad_crop_flip
+    from elurepro.data.cifar import load_cifar
+    from elurepro.data.preprocess import whiten_cifar
+
+    d = cfg.data
+    arrays = load_cifar(resolve_data_root(d.root), d.name, download=d.download)
+    train_x, test_x = whiten_cifar(
+        arrays,
+        resolve_cache_dir(cfg.cache_dir),
+        d.gcn_scale,
+        d.zca_filter_bias,
+        progress=cfg.progress,
+    )
+    train = _subset(Split(train_x, arrays.train_y), cfg.budget.train_subset, seed=1)
+    test = _first(Split(test_x, arrays.test_y), cfg.budget.eval_subset).to(device)
+    pad = d.pad
+    info = {
+        "name": d.name,
+        "official": arrays.official,
+        "fingerprint": arrays.fingerprint,
+        "description": arrays.description,
+        "num_classes": arrays.num_classes,
+    }
+    return DataBundle(
+        train.to(device),
+        {"test": test},
+        {"test": test},
+        _first(test, 1000),
+        lambda x, gen: pad_crop_flip(x, pad, gen),
+        info,
+    )
+
+
 def _subset(split: Split, n: int | None, seed: int) -> Split:
     if n is None or n >= len(split):
         return split
@@ -115,7 +152,7 @@ def _first(split: Split, n: int | None) -> Split:
 
 
 def build_population(
-    cfg: DictConfig, members: list[Member], device: torch.device
+    cfg: DictConfig, members: list[Member], device: torch.device, num_classes: int | None = None
 ) -> torch.nn.Module:
     model = cfg.model
     if model.kind == "mlp":
@@ -129,7 +166,33 @@ def build_population(
             [m.activation for m in members],
             [m.seed for m in members],
         ).to(device)
-    raise ConfigError(f"unknown model kind {model.kind!r}; known: mlp")
+    if model.kind == "convnet":
+        return _convnets(model, members, num_classes, device)
+    raise ConfigError(f"unknown model kind {model.kind!r}; known: mlp, convnet")
+
+
+def _convnets(
+    model: DictConfig, members: list[Member], num_classes: int, device: torch.device
+) -> MemberList:
+    from elurepro.models.convnet import StackConvNet, with_classes
+
+    stacks = with_classes(OmegaConf.to_container(model.stacks), num_classes)
+    nets = []
+    for m in members:
+        # Seed r gives the same conv weights to every activation and BN variant (§4, U12).
+        torch.manual_seed(m.seed)
+        nets.append(
+            StackConvNet(
+                stacks,
+                in_channels=model.in_channels,
+                input_size=model.input_size,
+                activation=activation_factory(m.activation, **m.activation_params),
+                dropout=list(model.dropout),
+                convention=model.convention,
+                batchnorm=m.batchnorm,
+            )
+        )
+    return MemberList(nets).to(device)
 
 
 def identity_hash(cfg: DictConfig, members: list[Member]) -> str:
@@ -153,20 +216,28 @@ def experiment_dir(cfg: DictConfig) -> Path:
 
 
 def plan_chunks(cfg: DictConfig) -> list[list[Member]]:
-    return chunk(build_members(cfg), cfg.population.max_members)
+    members = build_members(cfg)
+    if cfg.population.max_members:
+        # Seed-major order: an interrupted sweep has whole pairs done, not whole activations.
+        members = sorted(members, key=lambda m: m.seed)
+    return chunk(members, cfg.population.max_members)
 
 
-def build_trainer(
-    cfg: DictConfig, members: list[Member], data: DataBundle, device: torch.device, run_dir: Path
-) -> Trainer:
+@dataclass
+class StepPlan:
+    loop: LoopConfig
+    optim: OptimConfig
+
+
+def plan_steps(cfg: DictConfig, steps_per_epoch: int, lrs: list[float]) -> StepPlan:
+    """Lengths, intervals and schedules in steps, after the budget's scaling."""
     t, o, b = cfg.train, cfg.optim, cfg.budget
     _check_positive(t.batch_size, "train.batch_size")
     _check_positive(t.length, "train.length")
     _check_positive(o.lr, "optim.lr")
     if t.unit not in ("epoch", "step"):
         raise ConfigError(f"train.unit must be 'epoch' or 'step', got {t.unit!r}")
-    stream = TensorStream(data.train, t.batch_size, [m.seed for m in members], data.augment)
-    per_unit = stream.steps_per_epoch if t.unit == "epoch" else 1
+    per_unit = steps_per_epoch if t.unit == "epoch" else 1
     paper_steps = round(t.length * per_unit)
     total = max(1, math.ceil(paper_steps * b.scale))
     if b.max_steps is not None:
@@ -180,13 +251,22 @@ def build_trainer(
         # At least four log points however short the budget.
         return None if x is None else max(1, min(round(x * per_unit), total // 4 or 1))
 
-    lr_values = [o.lr, *o.lr_values] if o.milestones else [o.lr]
-    lr = PiecewiseConstant([steps(m) for m in o.milestones], lr_values)
+    if len(o.lr_values) != len(o.milestones):
+        raise ConfigError(
+            f"optim.milestones ({len(o.milestones)}) and optim.lr_values "
+            f"({len(o.lr_values)}) need the same length"
+        )
+    # The schedule is defined for optim.lr; members with another learning rate scale it.
+    top = max(lrs)
+    values = [v * (top / o.lr) for v in [o.lr, *o.lr_values]]
+    # A very short budget can squeeze two boundaries onto one step: the later value wins.
+    merged: dict[int, float] = {}
+    for m, v in zip(o.milestones, values[1:]):
+        merged[steps(m)] = v
+    lr = PiecewiseConstant(list(merged), [values[0], *merged.values()])
     phases = [
         DropoutPhase(steps(p.start), tuple(p.rates), bool(p.all_layers)) for p in o.dropout_phases
     ]
-    lrs = [m.lr for m in members]
-    top = max(lrs)
     loop = LoopConfig(
         total_steps=total,
         log_every=interval(t.log_every),
@@ -196,21 +276,30 @@ def build_trainer(
         eval_batch_size=t.eval_batch_size,
         progress=cfg.progress,
     )
-    # The schedule is defined for optim.lr; members with another learning rate scale it.
-    schedule = PiecewiseConstant(lr.boundaries, [v * top / o.lr for v in lr.values])
     optim = OptimConfig(
-        lr=schedule,
+        lr=lr,
         momentum=o.momentum,
         weight_decay=o.weight_decay,
         lr_scales=[x / top for x in lrs],
         dropout_phases=phases,
     )
+    return StepPlan(loop, optim)
+
+
+def build_trainer(
+    cfg: DictConfig, members: list[Member], data: DataBundle, device: torch.device, run_dir: Path
+) -> Trainer:
+    o, b = cfg.optim, cfg.budget
+    stream = TensorStream(data.train, cfg.train.batch_size, [m.seed for m in members], data.augment)
+    lrs = [m.lr for m in members]
+    plan = plan_steps(cfg, stream.steps_per_epoch, lrs)
+    loop, optim, total = plan.loop, plan.optim, plan.loop.total_steps
     if o.weight_decay and len(set(lrs)) > 1:
         raise ConfigError(
             "several learning rates in one population need optim.weight_decay=0; "
             "set population.max_members so that each population has one learning rate"
         )
-    population = build_population(cfg, members, device)
+    population = build_population(cfg, members, device, data.info.get("num_classes"))
     provenance = {
         "device": device_name(device),
         "torch": torch.__version__,
@@ -223,11 +312,15 @@ def build_trainer(
     extra = {"experiment": cfg.name, "dataset": data.info["name"], "budget": b.name}
     return Trainer(
         population=population,
-        task=build_task(cfg.model.task, top5=bool(cfg.model.get("top5", False))),
+        task=build_task(
+            cfg.model.task,
+            top5=bool(cfg.model.get("top5", False)),
+            pixel_reduction=cfg.model.get("pixel_reduction", "mean"),
+        ),
         stream=stream,
         eval_splits=data.eval_splits,
         final_splits=data.final_splits,
-        monitor_split=data.monitor if t.act_every is not None else None,
+        monitor_split=data.monitor if cfg.train.act_every is not None else None,
         loop=loop,
         optim=optim,
         run_dir=run_dir,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from elurepro.errors import ConfigError
+
 
 class Classification:
     """Softmax cross-entropy; top-1 (and optionally top-5) error in percent."""
@@ -49,16 +51,28 @@ class Classification:
 
 
 class Reconstruction:
-    """Autoencoder (U21): sigmoid outputs, binary cross-entropy summed over pixels and averaged over
-    images as the training loss; reconstruction error = squared error summed over the 784 pixels,
-    averaged over images."""
+    """Autoencoder (U21): sigmoid outputs, per-pixel binary cross-entropy as the training loss;
+    reconstruction error = squared error summed over the pixels, averaged over images.
+
+    ``pixel_reduction`` says how the loss combines pixels: "mean" (our default: the paper's
+    learning rates up to 1e-2 then train) or "sum" (with which every unit diverges within a few
+    iterations at 1e-2 under He init, measured with budget=smoke).
+    """
 
     name = "reconstruction"
+
+    def __init__(self, pixel_reduction: str = "mean") -> None:
+        if pixel_reduction not in ("mean", "sum"):
+            raise ConfigError(
+                f"model.pixel_reduction must be 'mean' or 'sum', got {pixel_reduction!r}"
+            )
+        self.pixel_reduction = pixel_reduction
 
     def loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         target = x.expand(out.shape)
         bce = F.binary_cross_entropy_with_logits(out.float(), target, reduction="none")
-        return bce.sum(dim=-1).mean(dim=1)
+        per_image = bce.mean(dim=-1) if self.pixel_reduction == "mean" else bce.sum(dim=-1)
+        return per_image.mean(dim=1)
 
     def train_sums(
         self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor
@@ -69,8 +83,9 @@ class Reconstruction:
         self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         target = x.expand(out.shape)
-        bce = F.binary_cross_entropy_with_logits(out.float(), target, reduction="none").sum(-1)
-        return {"loss": bce.double().sum(dim=1), "recon_error": self._sse(out, x).sum(dim=1)}
+        bce = F.binary_cross_entropy_with_logits(out.float(), target, reduction="none")
+        per_image = bce.mean(dim=-1) if self.pixel_reduction == "mean" else bce.sum(dim=-1)
+        return {"loss": per_image.double().sum(dim=1), "recon_error": self._sse(out, x).sum(dim=1)}
 
     @staticmethod
     def _sse(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -78,11 +93,11 @@ class Reconstruction:
         return ((torch.sigmoid(out.float()) - x) ** 2).sum(dim=-1).double()
 
 
-def build_task(name: str, top5: bool = False) -> Classification | Reconstruction:
+def build_task(
+    name: str, top5: bool = False, pixel_reduction: str = "mean"
+) -> Classification | Reconstruction:
     if name == "classification":
         return Classification(top5=top5)
     if name == "reconstruction":
-        return Reconstruction()
-    from elurepro.errors import ConfigError
-
+        return Reconstruction(pixel_reduction)
     raise ConfigError(f"unknown task {name!r}; known tasks: classification, reconstruction")

@@ -104,6 +104,7 @@ class Trainer:
         self.lr_scales = torch.tensor(scales, device=self.device, dtype=torch.float32)
         if self.exec.channels_last:
             population.to(memory_format=torch.channels_last)
+            population.channels_last = True
         self._forward = torch.compile(population) if self.exec.compile else population
         self._stop_signal: int | None = None
 
@@ -198,8 +199,6 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x, y = self.stream.batch(step)
-            if self.exec.channels_last and x.dim() == 5:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
             with self._autocast():
                 out = self._forward(x)
             losses = self.task.loss(out, x, y)
@@ -298,6 +297,9 @@ class Trainer:
         }
         if lr is not None:
             base["lr"] = lr
+        if self.optim_cfg.dropout_phases:
+            # 0 before the first dropout phase, then 1, 2, ... (the analysis marks phase ends)
+            base["phase"] = sum(p.start <= step - (step > 0) for p in self.optim_cfg.dropout_phases)
         losses = metrics.get("train/loss")
         if losses:
             live = [v for v, a in zip(losses, state["alive"]) if a and math.isfinite(v)]
@@ -345,8 +347,6 @@ class Trainer:
         return result
 
     def _shared_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.exec.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
         return self.pop.forward_shared(x)
 
     def _finish(self, state, logs) -> None:

@@ -19,6 +19,7 @@ class MemberList(nn.Module):
     def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.channels_last = False  # set by the trainer for CNNs
 
     @property
     def num_members(self) -> int:
@@ -27,8 +28,14 @@ class MemberList(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != len(self.members):
             raise ValueError(f"expected {len(self.members)} member inputs, got {x.shape[0]}")
-        return torch.stack([m(xk) for m, xk in zip(self.members, x)])
+        return torch.stack([m(self._layout(xk)) for m, xk in zip(self.members, x)])
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """Every member on the same input x [B, ...] (evaluation)."""
+        x = self._layout(x)
         return torch.stack([m(x) for m in self.members])
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x

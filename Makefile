@@ -1,0 +1,83 @@
+# elurepro: every experiment of the paper, its figures and tables, from one command each.
+#   make demo            install, a short real mnist_meanact run, its figure and table
+#   make test            install, then the test suite (slow tests: make test-slow)
+#   make <target> BUDGET=smoke|short|paper   train what is missing, then analyse into results/
+# Data: ELUREPRO_DATA=<folder> (default ~/.cache/elurepro/data, downloaded there when missing).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUDGET ?= paper
+RUNS ?= $(or $(ELUREPRO_RUNS),runs)
+ARGS ?=
+TRAIN := $(PY) -m elurepro.train
+ANALYZE := $(PY) -m elurepro.analyze
+
+.PHONY: install demo test test-slow lint format bench bench-gpu clean-venv \
+	mnist-fig2 autoencoder-fig3 cifar100-fig4 cifar100-fig5 cifar100-table1 cifar10-table1 \
+	imagenet-fig6 all-figures
+
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(TRAIN) experiment=mnist_meanact budget=demo $(ARGS)
+	$(ANALYZE) mnist_meanact $(RUNS)/mnist_meanact/mnist-demo --out $(RUNS)/mnist_meanact/mnist-demo/report
+	@echo "demo done: figure $(RUNS)/mnist_meanact/mnist-demo/report/fig2_mean_activation_and_loss.png," \
+	      "table $(RUNS)/mnist_meanact/mnist-demo/report/report.md"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+lint: $(STAMP)
+	$(PY) -m ruff check elurepro tests scripts
+	$(PY) -m ruff format --check elurepro tests scripts
+
+format: $(STAMP)
+	$(PY) -m ruff format elurepro tests scripts
+	$(PY) -m ruff check --fix elurepro tests scripts
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+bench-gpu: $(STAMP)
+	$(PY) scripts/bench_gpu.py
+
+# ---- the paper's figures and tables (train what is missing, then analyse) -------------------
+mnist-fig2: $(STAMP)
+	$(TRAIN) experiment=mnist_meanact budget=$(BUDGET) $(ARGS)
+	$(ANALYZE) mnist_meanact $(RUNS)/mnist_meanact/mnist-$(BUDGET) --out results/mnist_meanact/mnist-$(BUDGET)
+
+autoencoder-fig3: $(STAMP)
+	$(TRAIN) experiment=mnist_autoencoder budget=$(BUDGET) $(ARGS)
+	$(ANALYZE) mnist_autoencoder $(RUNS)/mnist_autoencoder/mnist-$(BUDGET) --out results/mnist_autoencoder/mnist-$(BUDGET)
+
+# Figs. 4 and 5 come from the same 80 runs; either target trains them and writes both.
+cifar100-fig4 cifar100-fig5: $(STAMP)
+	$(TRAIN) experiment=cifar100_11layer budget=$(BUDGET) $(ARGS)
+	$(ANALYZE) cifar100_11layer $(RUNS)/cifar100_11layer/cifar100-$(BUDGET) --out results/cifar100_11layer/cifar100-$(BUDGET)
+
+cifar100-table1: $(STAMP)
+	$(TRAIN) experiment=cifar_18layer data=cifar100 budget=$(BUDGET) $(ARGS)
+	$(ANALYZE) cifar_18layer $(RUNS)/cifar_18layer/cifar100-$(BUDGET) --out results/cifar_18layer/cifar100-$(BUDGET)
+
+cifar10-table1: $(STAMP)
+	$(TRAIN) experiment=cifar_18layer data=cifar10 budget=$(BUDGET) $(ARGS)
+	$(ANALYZE) cifar_18layer $(RUNS)/cifar_18layer/cifar10-$(BUDGET) --out results/cifar_18layer/cifar10-$(BUDGET)
+
+imagenet-fig6: $(STAMP)
+	$(TRAIN) experiment=imagenet_15layer_spp budget=$(BUDGET) $(ARGS)
+	$(ANALYZE) imagenet_15layer_spp $(RUNS)/imagenet_15layer_spp/imagenet-$(BUDGET) --out results/imagenet_15layer_spp/imagenet-$(BUDGET)
+
+all-figures: mnist-fig2 autoencoder-fig3 cifar100-fig4 cifar100-table1 cifar10-table1 imagenet-fig6
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,202 @@
+"""Find trained members under a runs folder and load what the trainer wrote for each."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elurepro.errors import ElureproError
+
+FINISHED = "finished"
+DIVERGED = "diverged"
+UNFINISHED = "unfinished"
+
+_REQUIRED_KEYS = ("id", "experiment", "dataset", "activation", "seed", "group")
+
+
+@dataclass
+class Member:
+    """One trained network: its identity (member.json), its curves and its summary."""
+
+    folder: Path
+    id: str
+    experiment: str
+    dataset: str
+    activation: str
+    group: str
+    seed: int
+    batchnorm: bool = False
+    lr: float | None = None
+    budget: str | None = None
+    activation_params: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.summary is None:
+            return UNFINISHED
+        return str(self.summary["status"])
+
+    @property
+    def population(self) -> str:
+        """Name of the population folder (`<name>-<hash8>`) the member belongs to."""
+        return self.folder.parent.parent.name
+
+    @property
+    def diverged_at_step(self) -> int | None:
+        if self.summary is None or self.summary.get("diverged_at_step") is None:
+            return None
+        return int(self.summary["diverged_at_step"])
+
+    def metric_names(self) -> set[str]:
+        names = set()
+        for record in self.records:
+            names.update(record)
+        return names - {"step", "epoch", "images", "wall_time"}
+
+    def series(self, metric: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
+        """The (x, value) points logged for `metric`, sorted by x; NaN/inf values kept.
+
+        A run resumed from a checkpoint logs some points again; the later line wins.
+        """
+        points: dict[float, float] = {}
+        for record in self.records:
+            value = record.get(metric)
+            if value is None or record.get(x) is None:
+                continue
+            points[float(record[x])] = float(value)
+        xs = np.asarray(sorted(points), dtype=float)
+        return xs, np.asarray([points[v] for v in xs], dtype=float)
+
+    def final(self, metric: str) -> float | None:
+        """The final value: the summary's `final` entry, else the last logged point."""
+        if self.summary is not None:
+            value = (self.summary.get("final") or {}).get(metric)
+            if value is not None:
+                return float(value)
+        _, ys = self.series(metric, x="step")
+        return float(ys[-1]) if len(ys) else None
+
+    def step_to_epoch(self, step: float) -> float | None:
+        """Convert a step to an epoch with the step/epoch ratio the records show."""
+        for record in self.records:
+            if record.get("epoch") and record.get("step"):
+                return float(step) * float(record["epoch"]) / float(record["step"])
+        return None
+
+
+def find_member_folders(runs_dir: str | Path) -> list[Path]:
+    """Every folder under `runs_dir` (recursively) that holds a member.json, sorted."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise ElureproError(
+            f"runs folder {root} does not exist or is not a folder; train the experiment first "
+            "or pass the folder that holds its run folders"
+        )
+    return sorted(path.parent for path in root.rglob("member.json"))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ElureproError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ElureproError(f"{path} is not valid JSON ({err}); the file is corrupt") from None
+
+
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parse metrics.jsonl; a broken last line (run killed mid-write) only gives a warning."""
+    lines = path.read_text().splitlines()
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == last:
+                notes.append(f"{path}: ignored a truncated last line {i + 1} ({err.msg})")
+                continue
+            raise ElureproError(
+                f"{path} line {i + 1} is not valid JSON ({err.msg}); the file is corrupt"
+            ) from None
+        if not isinstance(record, dict) or "step" not in record:
+            raise ElureproError(f"{path} line {i + 1} is not a metrics record with a 'step'")
+        records.append(record)
+    return records, notes
+
+
+def load_member(folder: str | Path) -> Member:
+    """Load one member folder; corrupt or missing files raise an ElureproError naming them."""
+    folder = Path(folder)
+    info_path = folder / "member.json"
+    info = _read_json(info_path)
+    if not isinstance(info, dict):
+        raise ElureproError(f"{info_path} must hold a JSON object")
+    missing = [key for key in _REQUIRED_KEYS if key not in info]
+    if missing:
+        raise ElureproError(f"{info_path} lacks the key(s) {', '.join(missing)}")
+
+    summary = None
+    summary_path = folder / "summary.json"
+    if summary_path.exists():
+        summary = _read_json(summary_path)
+        if not isinstance(summary, dict) or summary.get("status") not in (FINISHED, DIVERGED):
+            raise ElureproError(
+                f"{summary_path} must hold an object whose 'status' is 'finished' or 'diverged'"
+            )
+
+    notes: list[str] = []
+    metrics_path = folder / "metrics.jsonl"
+    if metrics_path.exists():
+        records, notes = read_metrics(metrics_path)
+    elif summary is not None:
+        raise ElureproError(f"{metrics_path} is missing although the run has a summary.json")
+    else:
+        records = []
+        notes.append(f"{metrics_path} does not exist yet (run not started)")
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+
+    lr = info.get("lr")
+    return Member(
+        folder=folder,
+        id=str(info["id"]),
+        experiment=str(info["experiment"]),
+        dataset=str(info["dataset"]),
+        activation=str(info["activation"]),
+        group=str(info["group"]),
+        seed=int(info["seed"]),
+        batchnorm=bool(info.get("batchnorm", False)),
+        lr=None if lr is None else float(lr),
+        budget=None if info.get("budget") is None else str(info["budget"]),
+        activation_params=dict(info.get("activation_params") or {}),
+        info=info,
+        records=records,
+        summary=summary,
+        warnings=notes,
+    )
+
+
+def collect_members(runs_dir: str | Path) -> list[Member]:
+    """Load every member found under `runs_dir`."""
+    return [load_member(folder) for folder in find_member_folders(runs_dir)]
+
+
+def layer_metrics(members: list[Member], prefix: str) -> list[str]:
+    """Metric names `<prefix>/layerN` present in any member, in layer order."""
+    pattern = re.compile(re.escape(prefix) + r"/layer(\d+)$")
+    found = {name for m in members for name in m.metric_names() if pattern.match(name)}
+    return sorted(found, key=lambda name: int(pattern.match(name).group(1)))

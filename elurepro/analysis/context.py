@@ -1,0 +1,214 @@
+"""What every experiment's report shares: the members by configuration, and the report writer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, Member
+from elurepro.analysis.figures import save_figure
+from elurepro.analysis.tables import (
+    Reported,
+    budget_label,
+    data_label,
+    markdown_table,
+    provenance,
+    write_csv,
+)
+
+
+@dataclass
+class Analysis:
+    """The members of one experiment, grouped into configurations (runs with equal `group`).
+
+    When the members span several data sets (Table 1), a configuration is `group (dataset)`.
+    """
+
+    experiment: str
+    runs_dir: Path
+    out_dir: Path
+    members: list[Member]
+    reported: list[Reported]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def multi_dataset(self) -> bool:
+        return len({m.dataset for m in self.members}) > 1
+
+    def config(self, member: Member) -> str:
+        return f"{member.group} ({member.dataset})" if self.multi_dataset else member.group
+
+    def configs(self) -> dict[str, list[Member]]:
+        """Configuration -> its members sorted by seed; configurations in first-seen order."""
+        out: dict[str, list[Member]] = {}
+        for m in sorted(self.members, key=lambda m: (_config_order(m), m.seed)):
+            out.setdefault(self.config(m), []).append(m)
+        return out
+
+    def finished(self, config: str) -> list[Member]:
+        return [m for m in self.configs().get(config, []) if m.status == FINISHED]
+
+    def finals(self, config: str, metric: str) -> dict[int, float]:
+        """seed -> final value of `metric`, finished members only, missing values left out."""
+        out = {}
+        for m in self.finished(config):
+            value = m.final(metric)
+            if value is not None:
+                out[m.seed] = value
+        return out
+
+    def context(self, members: Sequence[Member] | None = None) -> str:
+        """'<data set>, budget=<budget>' for figure titles."""
+        members = self.members if members is None else members
+        return f"{data_label(members)}, {budget_label(members)}"
+
+    def provenance(self) -> str:
+        return provenance(self.members)
+
+    def missing(self) -> list[tuple[str, int, str]]:
+        """(configuration, seed, likely member id) for seeds another configuration has."""
+        configs = self.configs()
+        all_seeds = {m.seed for m in self.members}
+        out = []
+        for config, members in configs.items():
+            for seed in sorted(all_seeds - {m.seed for m in members}):
+                out.append((config, seed, _guess_id(members, seed)))
+        return out
+
+
+def _config_order(m: Member) -> tuple:
+    # The paper's units first, in its order, then the rest alphabetically; BN after no-BN.
+    rank = {"elu": 0, "srelu": 1, "lrelu": 2, "relu": 3}
+    return (m.dataset, m.lr is None, -(m.lr or 0), m.batchnorm, rank.get(m.activation, 9), m.group)
+
+
+def _guess_id(members: Sequence[Member], seed: int) -> str:
+    for m in members:
+        if m.id.endswith(str(m.seed)):
+            return m.id[: len(m.id) - len(str(m.seed))] + str(seed)
+    return f"{members[0].group} seed {seed}"
+
+
+class ReportWriter:
+    """Collects Markdown sections, writes tables (Markdown + CSV) and figures (PNG + PDF)."""
+
+    def __init__(self, out_dir: Path, title: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.lines: list[str] = [f"# {title}", ""]
+        self.tables: list[Path] = []
+        self.figure_files: list[Path] = []
+        self.figures: dict[str, Figure] = {}
+
+    def section(self, title: str) -> None:
+        self.lines += [f"## {title}", ""]
+
+    def text(self, *paragraphs: str) -> None:
+        for paragraph in paragraphs:
+            self.lines += [paragraph, ""]
+
+    def bullets(self, items: Sequence[str]) -> None:
+        self.lines += [f"- {item}" for item in items] + [""]
+
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        csv_name: str | None = None,
+        csv_rows: Sequence[Sequence[Any]] | None = None,
+    ) -> None:
+        """Add a Markdown table; with `csv_name` also write it (or `csv_rows`) as CSV."""
+        self.lines += [markdown_table(headers, rows), ""]
+        if csv_name:
+            path = write_csv(self.out_dir / csv_name, headers, csv_rows or rows)
+            self.tables.append(path)
+            self.lines += [f"(CSV: `{csv_name}`)", ""]
+
+    def csv(self, name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+        path = write_csv(self.out_dir / name, headers, rows)
+        self.tables.append(path)
+        return path
+
+    def figure(self, fig: Figure, stem: str, caption: str) -> None:
+        paths = save_figure(fig, self.out_dir, stem)
+        self.figure_files += paths
+        self.figures[stem] = fig
+        self.lines += [f"![{caption}]({stem}.png)", "", f"*{caption}* (PDF: `{stem}.pdf`)", ""]
+
+    def write(self, name: str = "report.md") -> Path:
+        path = self.out_dir / name
+        path.write_text("\n".join(self.lines).rstrip() + "\n")
+        return path
+
+
+def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -> list[str]:
+    """Counts per configuration and a list of every member that needs attention.
+
+    Returns the attention lines (also printed by the CLI).
+    """
+    configs = a.configs()
+    missing = a.missing()
+    rows = []
+    for config, members in configs.items():
+        count = {s: sum(m.status == s for m in members) for s in (FINISHED, UNFINISHED, DIVERGED)}
+        gaps = [seed for c, seed, _ in missing if c == config]
+        rows.append(
+            [
+                config,
+                count[FINISHED],
+                count[UNFINISHED],
+                count[DIVERGED],
+                len(gaps),
+                " ".join(str(m.seed) for m in members),
+            ]
+        )
+    for config in expected:
+        if config not in configs:
+            rows.append([config, 0, 0, 0, "all", "—"])
+    w.section("Runs")
+    w.text(a.provenance())
+    w.table(
+        ["configuration", "finished", "unfinished", "diverged", "missing", "seeds"],
+        rows,
+        csv_name="status.csv",
+    )
+    attention = []
+    for m in a.members:
+        if m.status == UNFINISHED:
+            last = max((r.get("step", 0) for r in m.records), default=None)
+            where = "no metrics yet" if last is None else f"last logged step {last}"
+            attention.append(f"unfinished: {m.id} ({a.config(m)}, {where}) in {m.folder}")
+        elif m.status == DIVERGED:
+            step = m.diverged_at_step
+            epoch = m.step_to_epoch(step) if step is not None else None
+            at = "" if step is None else f" at step {step}"
+            at += "" if epoch is None else f" (epoch {epoch:.1f})"
+            attention.append(f"diverged: {m.id} ({a.config(m)}){at} in {m.folder}")
+    for config, seed, guess in missing:
+        attention.append(
+            f"missing: {guess} ({config}, seed {seed}) has no member folder, "
+            f"while other configurations have seed {seed}; its pairs are left out"
+        )
+    for config in expected:
+        if config not in configs:
+            attention.append(f"missing: configuration {config} has no members at all")
+    for m in a.members:
+        attention += [f"warning: {note}" for note in m.warnings]
+    attention += a.notes
+    w.section("Members needing attention")
+    if attention:
+        w.text(
+            "These members are listed, not averaged in: means, std and tests use finished "
+            "members only, and paired tests use only seeds present on both sides."
+        )
+        w.bullets(attention)
+    else:
+        w.text(
+            f"None: all {len(a.members)} members finished and every configuration has "
+            "the same seeds."
+        )
+    return attention

@@ -1,0 +1,432 @@
+"""Reports for the MNIST experiments: Fig. 2 + Appendix C, and Fig. 3 (autoencoder)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.lines import Line2D
+
+from elurepro.analysis.collect import DIVERGED, FINISHED, Member, layer_metrics
+from elurepro.analysis.context import Analysis, ReportWriter
+from elurepro.analysis.figures import (
+    Curve,
+    color_for,
+    log_scale_if_positive,
+    mean_curve,
+    new_figure,
+    panel_title,
+    plot_curve,
+)
+from elurepro.analysis.stats import describe
+from elurepro.analysis.tables import find_reported
+
+MEANACT_METRICS = [
+    ("act/median", 4),
+    ("train/loss", 4),
+    ("val/loss", 4),
+    ("train/error", 2),
+    ("val/error", 2),
+    ("test/loss", 4),
+    ("test/error", 2),
+]
+
+
+def _style(members: Sequence[Member]) -> tuple[str, str]:
+    m = members[0]
+    return color_for(m.activation), "--" if m.batchnorm else "-"
+
+
+def _curve(members: Sequence[Member], metric: str, x: str = "epoch") -> Curve:
+    return mean_curve([m.series(metric, x) for m in members if m.status == FINISHED])
+
+
+def _elu_config(a: Analysis) -> str | None:
+    for config, members in a.configs().items():
+        if members[0].activation == "elu" and not members[0].batchnorm:
+            return config
+    return None
+
+
+def _sci(value: float) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+
+def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
+    configs = a.configs()
+    context = a.context()
+
+    # Fig. 2a and 2b.
+    fig, axes = new_figure(1, 2)
+    ax_act, ax_loss = axes[0]
+    for config, members in configs.items():
+        color, ls = _style(members)
+        curve = _curve(members, "act/median")
+        plot_curve(ax_act, curve, label=f"{config} (n={curve.n})", color=color, linestyle=ls)
+        train = _curve(members, "train/loss")
+        plot_curve(ax_loss, train, label=f"{config} train (n={train.n})", color=color)
+        val = _curve(members, "val/loss")
+        plot_curve(ax_loss, val, label=f"{config} validation", color=color, linestyle=":")
+    ax_act.axhline(0.0, color="black", lw=0.6)
+    ax_act.set_xlabel("epoch")
+    ax_act.set_ylabel("median over units of mean unit activation")
+    panel_title(ax_act, "a", "median unit activation, mean ± std over seeds")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy (nats per image)")
+    log_scale_if_positive(ax_loss)
+    panel_title(ax_loss, "b", "cross-entropy: train solid, validation dotted")
+    for ax in (ax_act, ax_loss):
+        ax.legend()
+    fig.suptitle(f"Fig. 2, MNIST 8×128 network — {context}")
+    w.section("Fig. 2: mean activation and learning speed")
+    w.figure(fig, "fig2_mean_activation_and_loss", f"Fig. 2 reproduction ({context})")
+
+    w.section("Checks of the paper's claims")
+    w.bullets(meanact_checks(a))
+    _meanact_finals(a, w)
+    _appendix_c(a, w)
+    _per_epoch_csv(a, w)
+
+
+def meanact_checks(a: Analysis) -> list[str]:
+    """Answers to Fig. 2's two claims, one sentence each, from finished members."""
+    configs = a.configs()
+    flat = find_reported(a.reported, a.experiment, "curves_flat_after", "all")
+    horizon = flat.value if flat else 25.0
+    closeness, early_loss = {}, {}
+    for config, members in configs.items():
+        act = _curve(members, "act/median")
+        during = act.x > 0  # epoch 0 is before training
+        if during.any():
+            closeness[config] = abs(float(np.mean(act.mean[during])))
+        loss = _curve(members, "train/loss")
+        early = (loss.x > 0) & (loss.x <= horizon)
+        if early.any():
+            early_loss[config] = float(np.mean(loss.mean[early]))
+    elu = _elu_config(a)
+    return [
+        _claim(
+            "Is ELU's median activation closest to zero (|mean over the training epochs| "
+            "of the seed-averaged curve)?",
+            elu,
+            closeness,
+        ),
+        _claim(
+            f"Does ELU's training loss fall fastest (lowest mean train/loss over epochs "
+            f"1–{horizon:g}, where the paper says the curves flatten)?",
+            elu,
+            early_loss,
+        ),
+    ]
+
+
+def _claim(
+    question: str, elu: str | None, scores: dict[str, float], lacking: Sequence[str] = ()
+) -> str:
+    """'question **yes/no** — config value, ...' where the lowest score wins."""
+    without = f"; no finished value for {', '.join(lacking)}" if lacking else ""
+    if elu is None or elu not in scores:
+        return f"{question} **cannot tell**: no finished ELU members with this metric{without}."
+    ranking = sorted(scores.items(), key=lambda kv: kv[1])
+    answer = "yes" if ranking[0][0] == elu else "no"
+    listing = ", ".join(f"{c} {v:.4g}" for c, v in ranking)
+    return f"{question} **{answer}** — {listing} (finished members only{without})."
+
+
+def _meanact_finals(a: Analysis, w: ReportWriter) -> None:
+    configs = a.configs()
+    present = {name for m in a.members for name in m.metric_names()}
+    metrics = [(name, d) for name, d in MEANACT_METRICS if name in present]
+    rows, csv_rows = [], []
+    for config in configs:
+        row = [config]
+        for metric, digits in metrics:
+            stats = describe(list(a.finals(config, metric).values()))
+            row.append(stats.text(digits))
+            csv_rows.append([config, metric, stats.n, stats.mean, stats.std])
+        rows.append(row)
+    w.section("Final values (mean ± std over finished seeds)")
+    w.table(["configuration"] + [m for m, _ in metrics], rows)
+    w.csv("final_values.csv", ["configuration", "metric", "n", "mean", "std"], csv_rows)
+    w.text("(CSV: `final_values.csv`)")
+
+
+def trajectory_variability(y: Sequence[float]) -> tuple[float, float]:
+    """(variance over epochs, variance of the epoch-to-epoch differences) of a curve."""
+    y = np.asarray(y, dtype=float)
+    var = float(np.var(y)) if y.size >= 2 else math.nan
+    dvar = float(np.var(np.diff(y))) if y.size >= 3 else math.nan
+    return var, dvar
+
+
+def _appendix_c(a: Analysis, w: ReportWriter) -> None:
+    configs = a.configs()
+    layers = ["act/median"] + layer_metrics(a.members, "act/median")
+    names = {
+        metric: metric.split("/")[-1] if metric != "act/median" else "all units"
+        for metric in layers
+    }
+    rows = []  # config, seed, member, layer, epochs, var, dvar
+    for config, members in configs.items():
+        for m in members:
+            if m.status != FINISHED:
+                continue
+            for metric in layers:
+                x, y = m.series(metric)
+                y = y[x > 0]  # the training trajectory, without the value before training
+                var, dvar = trajectory_variability(y)
+                rows.append([config, m.seed, m.id, names[metric], len(y), var, dvar])
+    w.section("Appendix C: variability of the median activation over training")
+    w.text(
+        "Per finished member and layer: the variance over epochs 1…E of the median (over "
+        "units) of the per-unit mean activation, and the variance of its epoch-to-epoch "
+        "differences (population variance of the trajectory, epoch 0 excluded). "
+        "Table: mean ± std over seeds."
+    )
+    table = []
+    for config in configs:
+        for metric in layers:
+            sel = [r for r in rows if r[0] == config and r[3] == names[metric]]
+            v = describe([r[5] for r in sel])
+            d = describe([r[6] for r in sel])
+            table.append(
+                [
+                    config,
+                    names[metric],
+                    v.n,
+                    f"{_sci(v.mean)} ± {_sci(v.std)}",
+                    f"{_sci(d.mean)} ± {_sci(d.std)}",
+                ]
+            )
+    w.table(["configuration", "layer", "n", "variance of median", "variance of differences"], table)
+    w.csv(
+        "appendix_c.csv",
+        [
+            "configuration",
+            "seed",
+            "member",
+            "layer",
+            "epochs",
+            "variance_of_median",
+            "variance_of_differences",
+        ],
+        rows,
+    )
+    w.text("(CSV: `appendix_c.csv`)")
+    pooled = {
+        config: describe([r[5] for r in rows if r[0] == config and r[3] == "all units"])
+        for config in configs
+    }
+    relu = next(
+        (c for c, ms in configs.items() if ms[0].activation == "relu" and not ms[0].batchnorm), None
+    )
+    elu = _elu_config(a)
+    if relu and elu and pooled[relu].n and pooled[elu].n:
+        answer = "yes" if pooled[relu].mean > pooled[elu].mean else "no"
+        w.bullets(
+            [
+                "Does the pooled median activation vary more over training in ReLU than in ELU "
+                f"networks (mean variance over seeds)? **{answer}** — relu "
+                f"{_sci(pooled[relu].mean)}, elu {_sci(pooled[elu].mean)}."
+            ]
+        )
+
+    # Box plot with the individual seeds on top, one box per configuration and layer.
+    fig, axes = new_figure(2, 1, panel=(max(5.0, 0.9 * len(layers) * len(configs) / 2), 2.6))
+    width = 0.8 / max(1, len(configs))
+    for ax, column, ylabel in (
+        (axes[0, 0], 5, "variance of median over epochs"),
+        (axes[1, 0], 6, "variance of epoch-to-epoch change"),
+    ):
+        for k, config in enumerate(configs):
+            color, _ = _style(configs[config])
+            for j, metric in enumerate(layers):
+                values = [
+                    r[column]
+                    for r in rows
+                    if r[0] == config and r[3] == names[metric] and math.isfinite(r[column])
+                ]
+                pos = j + (k - (len(configs) - 1) / 2) * width
+                if values:
+                    ax.boxplot(
+                        [values],
+                        positions=[pos],
+                        widths=width * 0.8,
+                        showfliers=False,
+                        patch_artist=True,
+                        boxprops={"facecolor": color, "alpha": 0.3},
+                        medianprops={"color": color},
+                    )
+                    ax.scatter(np.full(len(values), pos), values, s=8, color=color, zorder=3)
+            ax.plot([], [], color=color, lw=6, alpha=0.4, label=config)
+        ax.set_xticks(range(len(layers)), [names[m] for m in layers])
+        ax.set_xlim(-0.6, len(layers) - 0.4)
+        ax.set_ylabel(ylabel)
+        log_scale_if_positive(ax)
+        ax.legend(ncols=min(4, len(configs)))
+    axes[1, 0].set_xlabel("layer (median over its units)")
+    fig.suptitle(f"Appendix C: variability of the median activation — {a.context()}")
+    w.figure(fig, "appendix_c_median_variability", "Appendix C: distributions over seeds")
+
+
+def _per_epoch_csv(a: Analysis, w: ReportWriter) -> None:
+    metrics = sorted({name for m in a.members for name in m.metric_names()})
+    rows = []
+    for config, members in a.configs().items():
+        for m in members:
+            by_epoch: dict[float, dict] = {}
+            for record in m.records:
+                if record.get("epoch") is not None:
+                    by_epoch.setdefault(float(record["epoch"]), {}).update(record)
+            for epoch in sorted(by_epoch):
+                record = by_epoch[epoch]
+                rows.append(
+                    [epoch, config, m.seed, m.id, m.status]
+                    + [record.get(metric) for metric in metrics]
+                )
+    w.csv("per_epoch.csv", ["epoch", "group", "seed", "member", "status"] + metrics, rows)
+    w.text("Per-epoch numbers of every member (all statuses): `per_epoch.csv`.")
+
+
+def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
+    configs = a.configs()
+    lrs = sorted({m.lr for m in a.members if m.lr is not None}, reverse=True) or [None]
+    fig, axes = new_figure(1, len(lrs), panel=(3.0, 2.8))
+    rows = []
+    for ax, lr, letter in zip(axes[0], lrs, "abcdefgh"[: len(lrs)], strict=True):
+        for config, members in configs.items():
+            if members[0].lr != lr:
+                continue
+            color, _ = _style(members)
+            act = members[0].activation
+            diverged = [m for m in members if m.status == DIVERGED]
+            epochs = []
+            for m in diverged:
+                epochs.append(_divergence_epoch(m))
+                for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
+                    x, y = m.series(metric)
+                    ok = np.isfinite(y)
+                    ax.plot(x[ok], y[ok], color=color, linestyle=ls, lw=0.8, alpha=0.6)
+                    if ok.any():
+                        ax.plot([x[ok][-1]], [y[ok][-1]], marker="x", color=color, ms=7, mew=2)
+            label = act
+            if diverged:
+                at = ", ".join(f"{e:.0f}" if e is not None else "?" for e in epochs)
+                label += f" (diverged at epoch {at})"
+            train = _curve(members, "train/recon_error")
+            test = _curve(members, "test/recon_error")
+            plot_curve(ax, train, label=label, color=color)
+            plot_curve(ax, test, label="_", color=color, linestyle="--")
+            if train.n == 0 and diverged:
+                ax.plot([], [], color=color, marker="x", label=label)
+            rows.append(_ae_row(a, config, members, act, lr, epochs))
+        log_scale_if_positive(ax)
+        ax.set_xlabel("epoch")
+        panel_title(ax, letter, f"learning rate {_lr_text(lr)}")
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], color="black"), Line2D([], [], color="black", ls="--")]
+        labels += ["train", "test"]
+        ax.legend(handles, labels)
+    axes[0, 0].set_ylabel("reconstruction error (squared error per image)")
+    fig.suptitle(f"Fig. 3, MNIST deep autoencoder — {a.context()}")
+    w.section("Fig. 3: autoencoder reconstruction error")
+    w.figure(fig, "fig3_autoencoder", f"Fig. 3 reproduction ({a.context()})")
+    w.text(
+        "× marks the last finite value of a diverged member (thin lines: diverged members; "
+        "thick lines: mean over finished members)."
+    )
+
+    w.section("Final reconstruction error (finished members, mean ± std)")
+    headers = [
+        "activation",
+        "lr",
+        "finished",
+        "diverged",
+        "unfinished",
+        "train recon error",
+        "test recon error",
+        "diverged at epoch",
+    ]
+    w.table(headers, [r[:8] for r in rows])
+    w.csv(
+        "final_values.csv",
+        headers[:5] + ["train_mean", "train_std", "test_mean", "test_std", "diverged_at_epoch"],
+        [r[:5] + r[8:] for r in rows],
+    )
+    w.text("(CSV: `final_values.csv`)")
+    _ae_checks(a, w, lrs)
+
+
+def _lr_text(lr: float | None) -> str:
+    return "?" if lr is None else f"{lr:g}"
+
+
+def _divergence_epoch(m: Member) -> float | None:
+    step = m.diverged_at_step
+    if step is not None:
+        epoch = m.step_to_epoch(step)
+        if epoch is not None:
+            return epoch
+    epochs = [r["epoch"] for r in m.records if r.get("epoch") is not None]
+    return float(max(epochs)) if epochs else None
+
+
+def _ae_row(
+    a: Analysis, config: str, members: list[Member], act: str, lr: float | None, epochs: list
+) -> list:
+    train = describe(list(a.finals(config, "train/recon_error").values()))
+    test = describe(list(a.finals(config, "test/recon_error").values()))
+    count = {s: sum(m.status == s for m in members) for s in (FINISHED, DIVERGED, "unfinished")}
+    at = ", ".join(f"{e:.1f}" for e in epochs if e is not None) or "—"
+    return [
+        act,
+        _lr_text(lr),
+        count[FINISHED],
+        count[DIVERGED],
+        count["unfinished"],
+        train.text(2),
+        test.text(2),
+        at,
+        train.mean,
+        train.std,
+        test.mean,
+        test.std,
+        at,
+    ]
+
+
+def _ae_checks(a: Analysis, w: ReportWriter, lrs: list) -> None:
+    items = []
+    by_unit: dict[str, dict[float, float]] = {}
+    for lr in lrs:
+        for metric in ("train/recon_error", "test/recon_error"):
+            scores, elu, lacking = {}, None, []
+            for config, members in a.configs().items():
+                if members[0].lr != lr:
+                    continue
+                stats = describe(list(a.finals(config, metric).values()))
+                if stats.n:
+                    scores[config] = stats.mean
+                    if metric == "test/recon_error" and lr is not None:
+                        by_unit.setdefault(members[0].activation, {})[lr] = stats.mean
+                else:
+                    lacking.append(config)
+                if members[0].activation == "elu" and not members[0].batchnorm:
+                    elu = config
+            question = f"lr {_lr_text(lr)}: is ELU's final {metric} the lowest?"
+            items.append(_claim(question, elu, scores, lacking))
+    for unit, errors in by_unit.items():
+        if len(errors) < 2:
+            continue
+        ordered = [errors[lr] for lr in sorted(errors, reverse=True)]
+        answer = (
+            "yes" if all(x < y for x, y in zip(ordered[:-1], ordered[1:], strict=True)) else "no"
+        )
+        listing = ", ".join(f"lr {lr:g}: {errors[lr]:.4g}" for lr in sorted(errors, reverse=True))
+        items.append(
+            f"{unit}: do higher learning rates give lower final test/recon_error? "
+            f"**{answer}** — {listing}."
+        )
+    w.section("Checks of the paper's claims")
+    w.bullets(items)

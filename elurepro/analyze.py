@@ -1,0 +1,61 @@
+"""Command line: `python -m elurepro.analyze <experiment> [runs_folder] [--out DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from elurepro.errors import ElureproError
+
+
+def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m elurepro.analyze",
+        description="Tables, figures and statistics for one experiment's trained runs.",
+    )
+    parser.add_argument("experiment", choices=experiments, help="experiment id")
+    parser.add_argument(
+        "runs_folder", nargs="?", help="folder holding the run folders (default: runs/<experiment>)"
+    )
+    parser.add_argument("--out", help="output folder (default: results/<experiment>)")
+    parser.add_argument(
+        "--reported", help="CSV of the paper's numbers (default: the repo's results/reported.csv)"
+    )
+    parser.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="do not write HParams records and figures under the runs folder",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Imported here so that `--help` answers without loading matplotlib and scipy.
+    from elurepro.analysis.report import EXPERIMENTS, analyze
+
+    args = _parser(list(EXPERIMENTS)).parse_args(argv)
+    runs = Path(args.runs_folder or Path("runs") / args.experiment)
+    out = Path(args.out or Path("results") / args.experiment)
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
+    try:
+        result = analyze(
+            args.experiment, runs, out, args.reported, tensorboard=not args.no_tensorboard
+        )
+    except ElureproError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {result.report}")
+    print("tables: " + ", ".join(str(p) for p in result.tables))
+    print("figures: " + ", ".join(str(p) for p in result.figures))
+    for line in result.attention:
+        print(f"note: {line}")
+    if result.tensorboard:
+        print(result.tensorboard)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from elurepro import build
+from tests.cifar_files import write_cifar10
+from tests.hydra_utils import load_config
+
+
+def test_paper_schedules_in_steps():
+    cfg = load_config("experiment=cifar100_11layer")
+    plan = build.plan_steps(cfg, steps_per_epoch=500, lrs=[0.01])
+    assert plan.loop.total_steps == 165000
+    lr = plan.optim.lr
+    assert [lr(0), lr(34999), lr(35000), lr(85000), lr(135000), lr(164999)] == [
+        0.01,
+        0.01,
+        0.005,
+        0.0005,
+        0.00005,
+        0.00005,
+    ]
+    assert (plan.loop.log_every, plan.loop.eval_every) == (500, 1000)
+    assert plan.optim.weight_decay == 5e-4 and plan.optim.momentum == 0.9
+
+
+def test_18layer_phases_and_their_scaling():
+    paper = build.plan_steps(load_config("experiment=cifar_18layer"), 500, [0.01])
+    assert paper.loop.total_steps == 205000
+    assert [p.start for p in paper.optim.dropout_phases] == [115000, 165000]
+    assert paper.optim.dropout_phases[1].rates[:6] == (0.0, 0.15, 0.3, 0.45, 0.6, 0.75)
+    assert all(p.all_layers for p in paper.optim.dropout_phases)
+    assert paper.optim.lr(34999) == 0.01 and paper.optim.lr(35000) == 0.001
+    short = build.plan_steps(load_config("experiment=cifar_18layer", "budget=short"), 500, [0.01])
+    assert short.loop.total_steps == 20500
+    assert [p.start for p in short.optim.dropout_phases] == [11500, 16500]
+    assert short.optim.lr.boundaries == [3500]
+
+
+def test_cifar_smoke_run_pairs_initial_weights(tmp_path):
+    write_cifar10(tmp_path / "data")
+    cfg = load_config(
+        "experiment=cifar100_11layer",
+        "data=cifar10",
+        "budget=smoke",
+        f"data.root={tmp_path / 'data'}",
+        f"runs_dir={tmp_path / 'runs'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "progress=false",
+        "budget.max_steps=3",
+        "members.activations=[elu,relu]",
+        "budget.max_seeds=1",
+    )
+    device = torch.device("cpu")
+    with pytest.warns(UserWarning, match="md5"):
+        data = build.build_data(cfg, device)
+    assert data.info["official"] is False and data.train.x.shape[1:] == (3, 32, 32)
+    chunks = build.plan_chunks(cfg)
+    assert [c[0].id for c in chunks] == ["elu-s0", "elu+bn-s0", "relu-s0", "relu+bn-s0"]
+    nets = [build.build_population(cfg, c, device, num_classes=10).members[0] for c in chunks]
+    first = nets[0].state_dict()
+    for net in nets[1:]:  # same seed: same conv weights for every unit and BN variant
+        for key, value in net.state_dict().items():
+            if "conv" in key:
+                torch.testing.assert_close(value, first[key])
+    run_dir = build.population_dir(cfg, chunks[1])
+    assert build.build_trainer(cfg, chunks[1], data, device, run_dir).run() == "finished"
+    summary = json.loads((run_dir / "members/elu+bn-s0/summary.json").read_text())
+    assert summary["data"]["official"] is False and "LOSSY" not in summary["data"]["description"]
+    assert summary["member"]["batchnorm"] is True and "test/error" in summary["final"]

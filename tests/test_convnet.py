@@ -1,0 +1,336 @@
+"""The paper's CNNs: shapes, parameter counts, init pairing, dropout phases, errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elurepro.activations import activation_factory
+from elurepro.errors import ConfigError
+from elurepro.models.convnet import (
+    CIFAR_11LAYER_DROPOUT,
+    CIFAR_11LAYER_STACKS,
+    CIFAR_18LAYER_DROPOUT,
+    CIFAR_18LAYER_STACKS,
+    LayerSpec,
+    StackConvNet,
+    layer_shapes,
+    parse_stack,
+    with_classes,
+)
+from elurepro.monitor import Probe
+
+NETS = {
+    "11layer": (CIFAR_11LAYER_STACKS, CIFAR_11LAYER_DROPOUT),
+    "18layer": (CIFAR_18LAYER_STACKS, CIFAR_18LAYER_DROPOUT),
+}
+
+
+def expected_layers(stacks: list[list[str]]) -> list[tuple[int, int, int]]:
+    """(stack, channels, kernel) for every conv layer, parsed here independently."""
+    out = []
+    for s, stack in enumerate(stacks):
+        for group in stack:
+            n, c, k = (int(v) for v in re.split("[x×X]", group))
+            out += [(s, c, k)] * n
+    return out
+
+
+def expected_params(stacks: list[list[str]], in_channels: int, batchnorm: bool) -> int:
+    layers = expected_layers(stacks)
+    total, c_in = 0, in_channels
+    for i, (_, c, k) in enumerate(layers):
+        total += c * c_in * k * k + c
+        if batchnorm and i < len(layers) - 1:  # no BN on the class-score layer
+            total += 2 * c
+        c_in = c
+    return total
+
+
+def build(stacks, dropout, convention="A", activation="elu", batchnorm=False, seed=0, **kw):
+    torch.manual_seed(seed)
+    return StackConvNet(
+        stacks,
+        3,
+        kw.pop("input_size", 32),
+        activation_factory(activation),
+        dropout,
+        convention=convention,
+        batchnorm=batchnorm,
+        **kw,
+    )
+
+
+def conv_output_sizes(model: nn.Module, x: torch.Tensor) -> list[int]:
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[-1]))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+# Paper §5.3's shape table under A: conv outputs, then the map after each stack.
+PAPER_11_CONV_SIZES_A = [32, 16, 16, 8, 9, 5, 6, 3, 4, 2, 1]
+PAPER_11_POOLED_A = [16, 8, 5, 3, 2, 1, 1]
+# Paper §5.4: 32 -> 16 | 16,17,18,19 -> 10 | 10,11,12,13 -> 7 | 7,8,9 -> 5 | 5,6,7 -> 4 |
+# 4,5 -> 3 | 3 -> 2 | 2 -> 1
+PAPER_18_CONV_SIZES_A = [32, 16, 17, 18, 19, 10, 11, 12, 13, 7, 8, 9, 5, 6, 7, 4, 5, 3, 2]
+PAPER_18_POOLED_A = [16, 10, 7, 5, 4, 3, 2, 1]
+# Paper §8: MACs per image by convention.
+PAPER_MACS = {
+    ("11layer", "A"): 172.9e6,
+    ("11layer", "B"): 166e6,
+    ("11layer", "C"): 158e6,
+    ("18layer", "A"): 3.28e9,
+    ("18layer", "B"): 2.79e9,
+    ("18layer", "C"): 1.50e9,
+}
+
+
+def test_paper_shape_tables_under_a():
+    for stacks, conv_sizes, pooled in (
+        (CIFAR_11LAYER_STACKS, PAPER_11_CONV_SIZES_A, PAPER_11_POOLED_A),
+        (CIFAR_18LAYER_STACKS, PAPER_18_CONV_SIZES_A, PAPER_18_POOLED_A),
+    ):
+        rows = layer_shapes(stacks, 3, 32, "A")
+        assert [r.out_size for r in rows if r.op == "conv"] == conv_sizes
+        assert [r.out_size for r in rows if r.op != "conv"] == pooled
+
+
+@pytest.mark.parametrize("convention", ["A", "B", "C"])
+@pytest.mark.parametrize("net", ["11layer", "18layer"])
+def test_params_macs_and_output(net, convention):
+    stacks, dropout = NETS[net]
+    rows = layer_shapes(stacks, 3, 32, convention)
+    macs = sum(r.macs for r in rows)
+    tolerance = 0.002 if convention == "A" else 0.01  # the paper rounds B and C more coarsely
+    assert macs == pytest.approx(PAPER_MACS[(net, convention)], rel=tolerance)
+
+    model = build(stacks, dropout, convention)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == expected_params(stacks, 3, batchnorm=False)
+    assert n_params == pytest.approx(1.67e6 if net == "11layer" else 39.3e6, rel=0.005)
+    model_bn = build(stacks, dropout, convention, batchnorm=True)
+    assert sum(p.numel() for p in model_bn.parameters()) == expected_params(stacks, 3, True)
+
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    sizes = conv_output_sizes(model, x)
+    assert sizes == [r.out_size for r in rows if r.op == "conv"]
+    assert model(x).shape == (2, 100)
+    if convention == "A":
+        assert sizes == (PAPER_11_CONV_SIZES_A if net == "11layer" else PAPER_18_CONV_SIZES_A)
+
+
+def test_probe_after_every_hidden_activation_only():
+    for stacks, dropout in NETS.values():
+        model = build(stacks, dropout, "C")
+        n_hidden = len(expected_layers(stacks)) - 1
+        assert sum(isinstance(m, Probe) for m in model.modules()) == n_hidden
+
+
+def reference_forward(model: StackConvNet, x: torch.Tensor, convention: str) -> torch.Tensor:
+    """Recompute a no-BN eval forward with functional ops, from the stack strings."""
+    act = torch.relu
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    i = 0
+    for stack in model.stack_specs:
+        layers = [int(g.split("x")[2]) for g in stack for _ in range(int(g.split("x")[0]))]
+        for k in layers:
+            conv = convs[i]
+            if k % 2:
+                x = F.pad(x, [(k - 1) // 2] * 4)
+            elif convention in "AB":
+                x = F.pad(x, [k // 2] * 4)
+            else:  # C: 0 before, 1 after for k = 2
+                x = F.pad(x, [k // 2 - 1, k // 2, k // 2 - 1, k // 2])
+            x = F.conv2d(x, conv.weight, conv.bias)
+            i += 1
+            if i < len(convs):
+                x = act(x)
+        if x.shape[-1] > 1:
+            x = F.max_pool2d(x, 2, 2, ceil_mode=(convention == "A"))
+    return x.amax(dim=(2, 3))
+
+
+@pytest.mark.parametrize("convention", ["A", "B", "C"])
+def test_forward_matches_functional_reference(convention):
+    # Odd input size tells ceil from floor pooling; the map ends above 1x1, so the class
+    # score is the spatial max.
+    stacks = [["1x4x3", "1x5x2"], ["1x3x1"]]
+    model = build(stacks, [0.5, 0.0], convention, activation="relu", input_size=7).eval()
+    x = torch.randn(3, 3, 7, 7)
+    expected = reference_forward(model, x, convention)
+    assert expected.shape == (3, 3)
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_batchnorm_order_conv_bn_act():
+    model = build([["1x4x3"], ["1x2x1"]], [0.0, 0.0], batchnorm=True, input_size=6)
+    model.eval()
+    layer = model.stacks[0].layers[0]
+    with torch.no_grad():
+        layer.bn.running_mean.uniform_(-1, 1)
+        layer.bn.running_var.uniform_(0.5, 2)
+        layer.bn.weight.uniform_(0.5, 2)
+        layer.bn.bias.uniform_(-1, 1)
+    seen = []
+    hook = layer.probe.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    x = torch.randn(2, 3, 6, 6)
+    model(x)
+    hook.remove()
+    bn = layer.bn
+    z = F.conv2d(x, layer.conv.weight, layer.conv.bias, padding=1)
+    z = (z - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + 1e-5)
+    expected = F.elu(z * bn.weight[:, None, None] + bn.bias[:, None, None])
+    torch.testing.assert_close(seen[0], expected)
+
+
+def test_same_initial_conv_weights_across_activations_and_bn():
+    def conv_state(model):
+        return {k: v for k, v in model.state_dict().items() if ".conv." in k}
+
+    reference = conv_state(build(CIFAR_11LAYER_STACKS, CIFAR_11LAYER_DROPOUT, seed=7))
+    for activation in ("relu", "lrelu", "srelu", "prelu"):
+        for batchnorm in (False, True):
+            other = conv_state(
+                build(
+                    CIFAR_11LAYER_STACKS,
+                    CIFAR_11LAYER_DROPOUT,
+                    activation=activation,
+                    batchnorm=batchnorm,
+                    seed=7,
+                )
+            )
+            assert other.keys() == reference.keys()
+            for key in reference:
+                assert torch.equal(other[key], reference[key]), (activation, batchnorm, key)
+    different = conv_state(build(CIFAR_11LAYER_STACKS, CIFAR_11LAYER_DROPOUT, seed=8))
+    first = "stacks.0.layers.0.conv.weight"
+    assert not torch.equal(different[first], reference[first])
+
+
+def test_batchnorm_consumes_no_random_numbers():
+    after = []
+    for batchnorm in (False, True):
+        build([["1x8x3"], ["1x4x1"]], [0.0, 0.0], batchnorm=batchnorm, input_size=8, seed=3)
+        after.append(torch.rand(4))
+    assert torch.equal(after[0], after[1])
+
+
+def test_he_normal_init_and_zero_bias():
+    model = build(CIFAR_11LAYER_STACKS, CIFAR_11LAYER_DROPOUT, seed=1)
+    conv = model.stacks[1].layers[1].conv  # 3x3, 192 -> 240: 414,720 weights
+    fan_in = 192 * 9
+    assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.01)
+    assert abs(conv.weight.mean().item()) < 0.01 * (2 / fan_in) ** 0.5
+    assert all(
+        torch.count_nonzero(m.bias) == 0 for m in model.modules() if isinstance(m, nn.Conv2d)
+    )
+
+
+def test_set_dropout_changes_rates_keeps_weights():
+    model = build(CIFAR_18LAYER_STACKS, CIFAR_18LAYER_DROPOUT, convention="C")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scaled = [r * 1.5 for r in CIFAR_18LAYER_DROPOUT]
+    model.set_dropout(scaled, all_layers=True)
+    assert model.dropout_rates == pytest.approx(scaled)
+    assert model.dropout_all_layers
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # One dropout per conv layer with a non-zero stack rate: 1 + 4 + 4 + 3 + 3 + 2 layers in
+    # stacks 2-6 (stack 1 and 7 have rate 0).
+    active = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+    assert len(active) == 4 + 4 + 3 + 3 + 2
+    model.set_dropout(CIFAR_18LAYER_DROPOUT, all_layers=False)
+    active = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+    assert len(active) == 5  # stacks 2-6, after pooling only
+
+
+def test_dropout_is_applied_after_pooling_and_switches_off():
+    model = build([["1x6x3", "1x6x1"], ["1x3x1"]], [0.5, 0.0], input_size=8)
+    model.train()
+    pooled, dropped = [], []
+    stack = model.stacks[0]
+    h1 = stack.pool.register_forward_hook(lambda _m, _i, out: pooled.append(out))
+    h2 = stack.register_forward_hook(lambda _m, _i, out: dropped.append(out))
+    x = torch.randn(4, 3, 8, 8)
+    model(x)
+    h1.remove()
+    h2.remove()
+    kept = dropped[0] != 0
+    assert 0 < kept.float().mean() < 1
+    torch.testing.assert_close(dropped[0][kept], 2 * pooled[0][kept])
+    model.set_dropout([0.0, 0.0], all_layers=True)
+    torch.testing.assert_close(model(x), model.eval()(x))
+
+
+def test_dropout_rate_errors():
+    with pytest.raises(ConfigError, match="7 dropout rates for 8 stacks"):
+        build(CIFAR_18LAYER_STACKS, CIFAR_11LAYER_DROPOUT)
+    model = build([["1x4x3"], ["1x2x1"]], [0.0, 0.0], input_size=4)
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        model.set_dropout([1.0, 0.0], all_layers=False)
+
+
+def test_parse_stack_forms():
+    expected = [LayerSpec(1, 192, 1), LayerSpec(2, 640, 2)]
+    assert parse_stack(["1x192x1", "2x640x2"]) == expected
+    assert parse_stack("1X192X1, 2 × 640 × 2") == expected
+    assert parse_stack("1×192×5") == [LayerSpec(1, 192, 5)]
+
+
+@pytest.mark.parametrize("bad", ["1x192", "1x192x", "ax192x5", "1x0x5", "1-192-5", ""])
+def test_parse_stack_malformed(bad):
+    with pytest.raises(ConfigError) as err:
+        parse_stack(bad)
+    assert "n x channels x kernel" in str(err.value) or ">= 1" in str(err.value)
+    assert repr(bad.split(",")[0]) in str(err.value)
+
+
+def test_impossible_shape_names_the_layer():
+    # Unpadded 2x2 convs (the reading PAPER §4 rules out) shrink 4 -> 3 -> 2 -> 1 -> 0.
+    stacks = [["4x16x2"], ["1x10x1"]]
+    with pytest.raises(
+        ConfigError, match=r"stack 1, layer 4 \(2x2 conv, 16 ch\): map would be 0x0"
+    ):
+        build(stacks, [0.0, 0.0], convention="V", input_size=4)
+    with pytest.raises(ConfigError, match=r"stack 4, layer 3 \(2x2 conv, 896 ch\)"):
+        layer_shapes(CIFAR_18LAYER_STACKS, 3, 32, "V")
+    # Convention C keeps the map: the same stacks are fine there.
+    assert build(stacks, [0.0, 0.0], convention="C", input_size=4)(
+        torch.randn(1, 3, 4, 4)
+    ).shape == (
+        1,
+        10,
+    )
+    with pytest.raises(ConfigError, match="unknown padding/pooling convention 'D'"):
+        layer_shapes(stacks, 3, 4, "D")
+
+
+def test_with_classes_and_cifar10_output():
+    stacks = with_classes(CIFAR_18LAYER_STACKS, 10)
+    assert stacks[:-1] == CIFAR_18LAYER_STACKS[:-1]
+    assert stacks[-1] == ["1x10x1"]
+    assert with_classes([["1x4x3"], ["2x7x1"]], 5)[-1] == ["1x7x1", "1x5x1"]
+    model = build(with_classes(CIFAR_11LAYER_STACKS, 10), CIFAR_11LAYER_DROPOUT).eval()
+    assert model.num_classes == 10
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_wrong_input_shape_and_describe():
+    model = build(CIFAR_11LAYER_STACKS, CIFAR_11LAYER_DROPOUT)
+    with pytest.raises(ConfigError, match="input_size"):
+        model(torch.randn(1, 3, 28, 28))
+    table = model.describe()
+    assert "1,669,028" in table and "172,899,904" in table
