@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 from functools import cache
@@ -83,7 +84,8 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # A copy of the code without its .git (a batch node, a container) can be told its commit.
+        return os.environ.get("ELUREPRO_GIT_COMMIT", "unknown")
     return head + ("+dirty" if dirty else "")
 
 

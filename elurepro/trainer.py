@@ -64,6 +64,7 @@ class ExecConfig:
     channels_last: bool = False
     compile: bool = False
     bf16: bool = False
+    tf32: bool = False  # CUDA only; changes the mathematics like bf16
 
 
 class Trainer:
@@ -102,6 +103,10 @@ class Trainer:
         if optim.weight_decay and len(set(scales)) > 1:
             raise ValueError("per-member learning rates need weight_decay == 0 to stay exact")
         self.lr_scales = torch.tensor(scales, device=self.device, dtype=torch.float32)
+        if self.device.type == "cuda":
+            # cuDNN uses TF32 for convolutions unless told not to: faithful fp32 by default.
+            torch.backends.cudnn.allow_tf32 = self.exec.tf32
+            torch.backends.cuda.matmul.allow_tf32 = self.exec.tf32
         if self.exec.channels_last:
             population.to(memory_format=torch.channels_last)
             population.channels_last = True
