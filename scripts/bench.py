@@ -39,9 +39,11 @@ from elurepro.models.mlp import StackedLinear  # noqa: E402
 from elurepro.runlog import device_name, git_commit  # noqa: E402
 
 # Dense peak TFLOP/s by card, for the utilisation column (vendor data sheets, SXM parts).
-PEAKS = {"H100": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0},
-         "H200": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0},
-         "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}}
+PEAKS = {
+    "H100": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0},
+    "H200": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+}
 
 
 @dataclass
@@ -57,21 +59,61 @@ class Case:
 
 
 CASES = [
-    Case("mlp", "mnist_meanact", (), (1, 28, 28), 10, 64, 15 * 300 * 50_000,
-         "15 members x 300 epochs x 50k images"),
-    Case("ae", "mnist_autoencoder", (), (1, 28, 28), 10, 64, 16 * 500 * 60_000,
-         "16 members x 500 epochs x 60k images"),
-    Case("cnn11", "cifar100_11layer", ("data=cifar100",), (3, 32, 32), 100, 100,
-         80 * 165_000 * 100, "80 runs x 165k iterations x 100 images"),
-    Case("cnn18", "cifar_18layer", ("data=cifar100",), (3, 32, 32), 100, 100,
-         2 * 205_000 * 100, "2 data sets x 205k iterations x 100 images"),
+    Case(
+        "mlp",
+        "mnist_meanact",
+        (),
+        (1, 28, 28),
+        10,
+        64,
+        15 * 300 * 50_000,
+        "15 members x 300 epochs x 50k images",
+    ),
+    Case(
+        "ae",
+        "mnist_autoencoder",
+        (),
+        (1, 28, 28),
+        10,
+        64,
+        16 * 500 * 60_000,
+        "16 members x 500 epochs x 60k images",
+    ),
+    Case(
+        "cnn11",
+        "cifar100_11layer",
+        ("data=cifar100",),
+        (3, 32, 32),
+        100,
+        100,
+        80 * 165_000 * 100,
+        "80 runs x 165k iterations x 100 images",
+    ),
+    Case(
+        "cnn18",
+        "cifar_18layer",
+        ("data=cifar100",),
+        (3, 32, 32),
+        100,
+        100,
+        2 * 205_000 * 100,
+        "2 data sets x 205k iterations x 100 images",
+    ),
 ]
 
 
 def load_cfg(case: Case, device: str, extra: tuple[str, ...] = ()):
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("train", [f"experiment={case.experiment}", *case.overrides,
-                                 f"device={device}", "progress=false", *extra])
+        return compose(
+            "train",
+            [
+                f"experiment={case.experiment}",
+                *case.overrides,
+                f"device={device}",
+                "progress=false",
+                *extra,
+            ],
+        )
 
 
 def sync(device: torch.device) -> None:
@@ -102,25 +144,34 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
 
 
 # ------------------------------------------------------------------ the suite
-def suite_rate(case: Case, device: torch.device, steps: int, warmup: int,
-               extra: tuple[str, ...] = ()) -> tuple[float, int]:
+def suite_rate(
+    case: Case, device: torch.device, steps: int, warmup: int, extra: tuple[str, ...] = ()
+) -> tuple[float, int]:
     """Member-images/s of the suite's trainer, and its MACs per member-image."""
     cfg = load_cfg(case, device.type, extra)
     members = build.build_members(cfg)
     if case.key in ("cnn11", "cnn18"):
         members = members[:1]  # CNN members train one per process in the paper configs
     n = max(case.batch * (steps + warmup), 2000)
-    x = torch.rand(n, *case.image_shape) if case.key in ("mlp", "ae") else torch.randn(
-        n, *case.image_shape)
+    x = (
+        torch.rand(n, *case.image_shape)
+        if case.key in ("mlp", "ae")
+        else torch.randn(n, *case.image_shape)
+    )
     if case.key in ("mlp", "ae"):
         x = x.flatten(1)
     y = torch.randint(0, case.classes, (n,))
     train = Split(x, y).to(device)
     small = Split(x[:200], y[:200]).to(device)
     augment = (lambda xb, g: pad_crop_flip(xb, 4, g)) if case.key.startswith("cnn") else None
-    data = build.DataBundle(train, {"test": small}, {}, None, augment,
-                            {"name": "synthetic", "official": False, "fingerprint": "-",
-                             "num_classes": case.classes})
+    data = build.DataBundle(
+        train,
+        {"test": small},
+        {},
+        None,
+        augment,
+        {"name": "synthetic", "official": False, "fingerprint": "-", "num_classes": case.classes},
+    )
     total = warmup + steps
     cfg.budget.max_steps = total
     cfg.train.act_every = None
@@ -129,14 +180,18 @@ def suite_rate(case: Case, device: torch.device, steps: int, warmup: int,
         trainer.loop.log_every = trainer.loop.eval_every = warmup
         trainer.loop.total_steps = total
         trainer.run()
-        records = [line for line in (Path(tmp) / "members" / members[0].id / "metrics.jsonl")
-                   .read_text().splitlines()]
+        records = [
+            line
+            for line in (Path(tmp) / "members" / members[0].id / "metrics.jsonl")
+            .read_text()
+            .splitlines()
+        ]
     import json
 
     times = {r["step"]: r["wall_time"] for r in map(json.loads, records)}
     seconds = times[total] - times[warmup]
     rate = steps * case.batch * len(members) / seconds
-    sample = x[: 2].to(device)
+    sample = x[:2].to(device)
     macs = count_macs(trainer.pop.eval(), sample) // (2 * len(members))
     return rate, macs
 
@@ -145,8 +200,11 @@ def suite_rate(case: Case, device: torch.device, steps: int, warmup: int,
 def reference_model(case: Case) -> nn.Module:
     act = lambda: build_activation("elu")  # noqa: E731
     if case.key in ("mlp", "ae"):
-        sizes = ([784] + [128] * 8 + [10]) if case.key == "mlp" else [
-            784, 1000, 500, 250, 30, 250, 500, 1000, 784]
+        sizes = (
+            ([784] + [128] * 8 + [10])
+            if case.key == "mlp"
+            else [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
+        )
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
@@ -165,10 +223,16 @@ def reference_rate(case: Case, device: torch.device, steps: int, warmup: int) ->
     else:
         transform = T.ToTensor()
     size = case.batch * (steps + warmup)
-    dataset = FakeData(size=size, image_size=case.image_shape, num_classes=case.classes,
-                       transform=transform)
-    loader = DataLoader(dataset, batch_size=case.batch, shuffle=True, num_workers=0,
-                        pin_memory=device.type == "cuda")
+    dataset = FakeData(
+        size=size, image_size=case.image_shape, num_classes=case.classes, transform=transform
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=case.batch,
+        shuffle=True,
+        num_workers=0,
+        pin_memory=device.type == "cuda",
+    )
     model = reference_model(case).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.BCEWithLogitsLoss() if case.key == "ae" else nn.CrossEntropyLoss()
@@ -201,7 +265,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", default="mlp,ae,cnn11,cnn18")
     parser.add_argument("--quick", action="store_true", help="few steps: checks the script runs")
-    parser.add_argument("--out", default=None, help="report file (default results/bench/<machine>.md)")
+    parser.add_argument(
+        "--out", default=None, help="report file (default results/bench/<machine>.md)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_float32_matmul_precision("highest")
@@ -209,10 +275,15 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False  # faithful fp32 first; TF32 is a flagged option
         torch.backends.cudnn.benchmark = True
     name = device_name(device)
-    gpu_peak = next((v for k, v in PEAKS.items() if k in name), None) if device.type == "cuda" else None
+    gpu_peak = (
+        next((v for k, v in PEAKS.items() if k in name), None) if device.type == "cuda" else None
+    )
     # Steps per measurement, by model size; the reference needs fewer (it is the slow one).
-    steps = {"mlp": 300, "ae": 60, "cnn11": 12, "cnn18": 3} if device.type == "cpu" else {
-        "mlp": 1000, "ae": 500, "cnn11": 200, "cnn18": 60}
+    steps = (
+        {"mlp": 300, "ae": 60, "cnn11": 12, "cnn18": 3}
+        if device.type == "cpu"
+        else {"mlp": 1000, "ae": 500, "cnn11": 200, "cnn18": 60}
+    )
     if args.quick:
         steps = {k: 2 for k in steps}
     rows = []
@@ -225,8 +296,14 @@ def main() -> None:
         ref = reference_rate(case, device, n, warm)
         suite, macs = suite_rate(case, device, n, warm)
         flops = 6 * macs  # training: forward + backward = 3 x forward, 2 FLOP per MAC
-        row = {"case": case, "ref": ref, "suite": suite, "macs": macs,
-               "suite_tflops": suite * flops / 1e12, "ref_tflops": ref * flops / 1e12}
+        row = {
+            "case": case,
+            "ref": ref,
+            "suite": suite,
+            "macs": macs,
+            "suite_tflops": suite * flops / 1e12,
+            "ref_tflops": ref * flops / 1e12,
+        }
         options = [("bf16", ("execution.bf16=true",))]
         if device.type == "cuda":
             options.insert(0, ("tf32", ("execution.tf32=true",)))
@@ -235,15 +312,23 @@ def main() -> None:
                 rate, _ = suite_rate(case, device, n, warm, extra)
                 row[label] = rate
         rows.append(row)
-        line = (f"{case.key:6s} reference {ref:10.0f} img/s | suite {suite:10.0f} img/s "
-                f"({suite / ref:5.2f}x) | protocol {fmt_time(case.protocol_images / suite)}")
+        line = (
+            f"{case.key:6s} reference {ref:10.0f} img/s | suite {suite:10.0f} img/s "
+            f"({suite / ref:5.2f}x) | protocol {fmt_time(case.protocol_images / suite)}"
+        )
         for label, _ in options:
             if label in row:
                 line += f" | {label} {row[label]:.0f} img/s ({row[label] / ref:.2f}x)"
         print(line, flush=True)
     text = report(rows, name, device, args.quick)
-    out = Path(args.out) if args.out else REPO / "results" / "bench" / (
-        re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() + ".md")
+    out = (
+        Path(args.out)
+        if args.out
+        else REPO
+        / "results"
+        / "bench"
+        / (re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() + ".md")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"\nwritten: {out}")
@@ -269,25 +354,34 @@ def report(rows, name: str, device: torch.device, quick: bool) -> str:
         "otherwise (bf16 and tf32 change the mathematics and are off in the paper configs)",
         "",
         "| model | MAC/image | reference img/s | suite img/s | speed-up | full paper protocol "
-        "(suite) | protocol | bf16 img/s | tf32 img/s |" + (" suite TFLOP/s (fp32 peak %) |"
-                                                         if peak else ""),
+        "(suite) | protocol | bf16 img/s | tf32 img/s |"
+        + (" suite TFLOP/s (fp32 peak %) |" if peak else ""),
         "|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else ""),
     ]
     for r in rows:
         c = r["case"]
-        cells = [c.key, f"{r['macs'] / 1e6:.2f} M", f"{r['ref']:.0f}", f"{r['suite']:.0f}",
-                 f"{r['suite'] / r['ref']:.2f}x", fmt_time(c.protocol_images / r["suite"]),
-                 c.protocol_note,
-                 f"{r['bf16']:.0f} ({r['bf16'] / r['ref']:.2f}x)" if "bf16" in r else "-",
-                 f"{r['tf32']:.0f} ({r['tf32'] / r['ref']:.2f}x)" if "tf32" in r else "-"]
+        cells = [
+            c.key,
+            f"{r['macs'] / 1e6:.2f} M",
+            f"{r['ref']:.0f}",
+            f"{r['suite']:.0f}",
+            f"{r['suite'] / r['ref']:.2f}x",
+            fmt_time(c.protocol_images / r["suite"]),
+            c.protocol_note,
+            f"{r['bf16']:.0f} ({r['bf16'] / r['ref']:.2f}x)" if "bf16" in r else "-",
+            f"{r['tf32']:.0f} ({r['tf32'] / r['ref']:.2f}x)" if "tf32" in r else "-",
+        ]
         if peak:
             cells.append(f"{r['suite_tflops']:.2f} ({100 * r['suite_tflops'] / peak['fp32']:.0f}%)")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Speed-up: suite images/s over reference images/s. For the MLP and the "
-              "autoencoder, suite images/s counts every member's images (the reference trains one "
-              "model, so 15 sequential reference runs take 15 times its per-run time). Protocol "
-              "times count training steps only (evaluation and activation monitoring add a few "
-              "per cent)."]
+    lines += [
+        "",
+        "Speed-up: suite images/s over reference images/s. For the MLP and the "
+        "autoencoder, suite images/s counts every member's images (the reference trains one "
+        "model, so 15 sequential reference runs take 15 times its per-run time). Protocol "
+        "times count training steps only (evaluation and activation monitoring add a few "
+        "per cent).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -318,7 +318,23 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
             test = _curve(members, "test/recon_error")
             plot_curve(ax, train, label=label, color=color)
             plot_curve(ax, test, label="_", color=color, linestyle="--")
-            if train.n == 0 and diverged:
+            unfinished = [m for m in members if m.status not in (FINISHED, DIVERGED)]
+            if train.n == 0 and unfinished:
+                # A sweep still running (or cut short) is worth seeing, marked as such.
+                for m in unfinished:
+                    for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
+                        x, y = m.series(metric)
+                        ax.plot(
+                            x,
+                            y,
+                            color=color,
+                            linestyle=ls,
+                            lw=1.2,
+                            label=f"{label} (unfinished, epoch {x[-1]:.0f})"
+                            if ls == "-" and len(x)
+                            else "_",
+                        )
+            elif train.n == 0 and diverged:
                 ax.plot([], [], color=color, marker="x", label=label)
             rows.append(_ae_row(a, config, members, act, lr, epochs))
         log_scale_if_positive(ax)
@@ -334,7 +350,8 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
     w.figure(fig, "fig3_autoencoder", f"Fig. 3 reproduction ({a.context()})")
     w.text(
         "× marks the last finite value of a diverged member (thin lines: diverged members; "
-        "thick lines: mean over finished members)."
+        "thick lines: mean over finished members; members without a summary are drawn as "
+        "'unfinished' with the last epoch they reached)."
     )
 
     w.section("Final reconstruction error (finished members, mean ± std)")
