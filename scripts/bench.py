@@ -12,6 +12,7 @@ to ``results/bench/<machine>.md``. On CUDA it also reports achieved TFLOP/s agai
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import re
 import sys
@@ -179,15 +180,14 @@ def suite_rate(
         trainer = build.build_trainer(cfg, members, data, device, Path(tmp))
         trainer.loop.log_every = trainer.loop.eval_every = warmup
         trainer.loop.total_steps = total
-        trainer.run()
+        if trainer.run() == "interrupted":  # SIGINT / SIGTERM reached the trainer
+            raise KeyboardInterrupt
         records = [
             line
             for line in (Path(tmp) / "members" / members[0].id / "metrics.jsonl")
             .read_text()
             .splitlines()
         ]
-    import json
-
     times = {r["step"]: r["wall_time"] for r in map(json.loads, records)}
     seconds = times[total] - times[warmup]
     rate = steps * case.batch * len(members) / seconds
@@ -265,9 +265,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", default="mlp,ae,cnn11,cnn18")
     parser.add_argument("--quick", action="store_true", help="few steps: checks the script runs")
-    parser.add_argument(
-        "--out", default=None, help="report file (default results/bench/<machine>.md)"
-    )
+    parser.add_argument("--out", default=None, help="default results/bench/<machine>.md")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_float32_matmul_precision("highest")
@@ -275,65 +273,54 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False  # faithful fp32 first; TF32 is a flagged option
         torch.backends.cudnn.benchmark = True
     name = device_name(device)
-    gpu_peak = (
-        next((v for k, v in PEAKS.items() if k in name), None) if device.type == "cuda" else None
-    )
-    # Steps per measurement, by model size; the reference needs fewer (it is the slow one).
-    steps = (
-        {"mlp": 300, "ae": 60, "cnn11": 12, "cnn18": 3}
-        if device.type == "cpu"
-        else {"mlp": 1000, "ae": 500, "cnn11": 200, "cnn18": 60}
-    )
+    # Steps per measurement, by model size.
+    steps = {"mlp": 300, "ae": 60, "cnn11": 12, "cnn18": 3}
+    if device.type == "cuda":
+        steps = {"mlp": 1000, "ae": 500, "cnn11": 200, "cnn18": 30}
     if args.quick:
         steps = {k: 2 for k in steps}
-    rows = []
-    wanted = args.only.split(",")
-    for case in CASES:
-        if case.key not in wanted:
-            continue
-        n = steps[case.key]
-        warm = 3 if args.quick else max(2, n // 5)
-        ref = reference_rate(case, device, n, warm)
-        suite, macs = suite_rate(case, device, n, warm)
-        flops = 6 * macs  # training: forward + backward = 3 x forward, 2 FLOP per MAC
-        row = {
-            "case": case,
-            "ref": ref,
-            "suite": suite,
-            "macs": macs,
-            "suite_tflops": suite * flops / 1e12,
-            "ref_tflops": ref * flops / 1e12,
-        }
-        options = [("bf16", ("execution.bf16=true",))]
-        if device.type == "cuda":
-            options.insert(0, ("tf32", ("execution.tf32=true",)))
-        if case.key.startswith("cnn"):
-            for label, extra in options:
-                rate, _ = suite_rate(case, device, n, warm, extra)
-                row[label] = rate
-        rows.append(row)
-        line = (
-            f"{case.key:6s} reference {ref:10.0f} img/s | suite {suite:10.0f} img/s "
-            f"({suite / ref:5.2f}x) | protocol {fmt_time(case.protocol_images / suite)}"
-        )
-        for label, _ in options:
-            if label in row:
-                line += f" | {label} {row[label]:.0f} img/s ({row[label] / ref:.2f}x)"
-        print(line, flush=True)
-    text = report(rows, name, device, args.quick)
-    out = (
-        Path(args.out)
-        if args.out
-        else REPO
-        / "results"
-        / "bench"
-        / (re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() + ".md")
-    )
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    out = Path(args.out) if args.out else REPO / "results" / "bench" / f"{slug}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    rows: list[dict] = []
+    try:
+        for case in (c for c in CASES if c.key in args.only.split(",")):
+            rows.append(measure(case, device, steps[case.key], args.quick))
+            out.write_text(report(rows, name, device, args.quick))  # partial results survive
+    except KeyboardInterrupt:
+        print("interrupted: the report holds the models measured so far")
+    out.write_text(report(rows, name, device, args.quick))
     print(f"\nwritten: {out}")
-    if gpu_peak:
-        print(f"peaks used for utilisation: {gpu_peak}")
+
+
+def measure(case: Case, device: torch.device, n: int, quick: bool) -> dict:
+    """Reference, suite (fp32) and, for the CNNs, the options that change the mathematics."""
+    warm = 3 if quick else max(2, n // 5)
+    ref = reference_rate(case, device, n, warm)
+    suite, macs = suite_rate(case, device, n, warm)
+    flops = 6 * macs  # training: forward + backward = 3 x forward, 2 FLOP per MAC
+    row = {
+        "case": case,
+        "ref": ref,
+        "suite": suite,
+        "macs": macs,
+        "suite_tflops": suite * flops / 1e12,
+    }
+    options = [("bf16", ("execution.bf16=true",))]
+    if device.type == "cuda":
+        options.insert(0, ("tf32", ("execution.tf32=true",)))
+    if case.key.startswith("cnn"):
+        for label, extra in options:
+            row[label], _ = suite_rate(case, device, n, warm, extra)
+    line = (
+        f"{case.key:6s} reference {ref:10.0f} img/s | suite {suite:10.0f} img/s "
+        f"({suite / ref:5.2f}x) | protocol {fmt_time(case.protocol_images / suite)}"
+    )
+    for label, _ in options:
+        if label in row:
+            line += f" | {label} {row[label]:.0f} img/s ({row[label] / ref:.2f}x)"
+    print(line, flush=True)
+    return row
 
 
 def report(rows, name: str, device: torch.device, quick: bool) -> str:
@@ -345,7 +332,8 @@ def report(rows, name: str, device: torch.device, quick: bool) -> str:
         + (" (QUICK: too few steps to be accurate)" if quick else ""),
         f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"torch threads {torch.get_num_threads()}",
-        f"- torch {torch.__version__}, commit {git_commit()}, date {time.strftime('%Y-%m-%d %H:%M')}",
+        f"- torch {torch.__version__}, commit {git_commit()}, "
+        f"date {time.strftime('%Y-%m-%d %H:%M')}",
         "- data: synthetic tensors of the real shapes (the timing does not depend on the values)",
         "- reference: torchvision DataLoader over FakeData with per-sample transforms (ToTensor; "
         "RandomCrop(32, padding=4) + flip for the CNNs), one model, fp32, SGD",
