@@ -1,10 +1,11 @@
 """`make bench`: the suite's trainer against a plain reference loop, side by side, in one run.
 
-For each paper model it times (after a warm-up) the suite's training step on synthetic data of the
-real shapes, and a reference loop written here: a torchvision ``DataLoader`` over torchvision's
-``FakeData`` with per-sample transforms, one model, fp32. It prints images/s, the ratio, and the
-projected wall time of each experiment's full paper protocol on this machine, and writes the same
-to ``results/bench/<machine>.md``. On CUDA it also reports achieved TFLOP/s against the card's peak.
+For each paper model it times (after a warm-up) the suite's training step on synthetic data of
+the real shapes, and a reference loop written here: a torchvision ``DataLoader`` over uint8 images
+served per sample as torchvision's MNIST and CIFAR10 classes serve them (``Image.fromarray`` and
+transforms), one model, fp32. It prints images/s, the ratio, and the projected wall time of each
+experiment's full paper protocol on this machine, and writes the same to
+``results/bench/<machine>.md``. On CUDA it also reports achieved TFLOP/s.
 
     python scripts/bench.py [--quick] [--device cpu|cuda] [--only mlp,ae,cnn11,cnn18]
 """
@@ -21,12 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms as T
 from hydra import compose, initialize_config_dir
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.datasets import FakeData
+from torchvision.datasets import VisionDataset
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -216,16 +219,33 @@ def reference_model(case: Case) -> nn.Module:
     return StackConvNet(stacks, 3, 32, act, list(cfg.model.dropout))
 
 
+class ArrayImages(VisionDataset):
+    """uint8 images served exactly as torchvision's MNIST and CIFAR10 classes serve theirs:
+    ``Image.fromarray`` per sample, then the transform (those classes need real files)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        super().__init__(root="", transform=transform)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        mode = "L" if self.images.ndim == 3 else "RGB"
+        return self.transform(Image.fromarray(self.images[i], mode=mode)), int(self.labels[i])
+
+
 def reference_rate(case: Case, device: torch.device, steps: int, warmup: int) -> float:
-    """Images/s of a plain loop: DataLoader(FakeData + per-sample transforms), one model, fp32."""
+    """Images/s of a plain loop: DataLoader + per-sample transforms, one model, fp32."""
     if case.key.startswith("cnn"):
         transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
     else:
         transform = T.ToTensor()
     size = case.batch * (steps + warmup)
-    dataset = FakeData(
-        size=size, image_size=case.image_shape, num_classes=case.classes, transform=transform
-    )
+    rng = np.random.default_rng(0)
+    c, h, w = case.image_shape
+    images = rng.integers(0, 256, (size, h, w) if c == 1 else (size, h, w, c), dtype=np.uint8)
+    dataset = ArrayImages(images, rng.integers(0, case.classes, size), transform)
     loader = DataLoader(
         dataset,
         batch_size=case.batch,
@@ -335,7 +355,8 @@ def report(rows, name: str, device: torch.device, quick: bool) -> str:
         f"- torch {torch.__version__}, commit {git_commit()}, "
         f"date {time.strftime('%Y-%m-%d %H:%M')}",
         "- data: synthetic tensors of the real shapes (the timing does not depend on the values)",
-        "- reference: torchvision DataLoader over FakeData with per-sample transforms (ToTensor; "
+        "- reference: torchvision DataLoader, images served per sample as torchvision's MNIST / "
+        "CIFAR10 classes do (Image.fromarray + ToTensor; "
         "RandomCrop(32, padding=4) + flip for the CNNs), one model, fp32, SGD",
         "- suite: the trainer of `python -m elurepro.train`, device-resident data, populations "
         "(15 MLPs, 16 autoencoders in lockstep), channels-last CNNs; fp32 unless a column says "
