@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ARGS = ["experiment=mnist_meanact", "budget=smoke", "budget.max_steps=200", "progress=false",
+ARGS = ["experiment=mnist_meanact", "budget=smoke", "budget.max_steps=400", "progress=false",
         "members.activations=[elu,relu]", "budget.max_seeds=1"]
 
 
@@ -27,11 +27,11 @@ def _metrics(runs: Path) -> dict[str, list[dict]]:
 
 
 def _wait_for_checkpoint_after_start(runs: Path, proc: subprocess.Popen, timeout: float = 240):
-    """Until the first checkpoint after step 0 exists (the record of step 50 is logged)."""
+    """Until the first checkpoint after step 0 exists (the record of step 100 is logged)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in runs.rglob("metrics.jsonl"):
-            if "\"step\": 50," in path.read_text():
+            if "\"step\": 100," in path.read_text():
                 return
         if proc.poll() is not None:
             pytest.fail(f"training ended before it could be interrupted: {proc.stderr.read()}")
@@ -39,7 +39,11 @@ def _wait_for_checkpoint_after_start(runs: Path, proc: subprocess.Popen, timeout
     pytest.fail("no checkpoint within the time limit")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    ids=["kill-9", "ctrl-c"],
+)
 def test_interrupted_run_continues_to_identical_metrics(sig, mnist_root, tmp_path):
     env = {**os.environ, "ELUREPRO_DATA": str(mnist_root)}
     whole = tmp_path / "whole"
