@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from elurepro.checkpoint import atomic_write_bytes
 from elurepro.data.cifar import CifarArrays
 from elurepro.errors import ConfigError
 
@@ -165,12 +164,4 @@ def _cache_key(arrays: CifarArrays, gcn_scale: float, zca_filter_bias: float) ->
 
 def _save_atomically(obj: dict, path: Path) -> None:
     # A crash mid-write must never leave a truncated file under the final name.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
