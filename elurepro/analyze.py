@@ -25,6 +25,12 @@ def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
         "--reported", help="CSV of the paper's numbers (default: the repo's results/reported.csv)"
     )
     parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="analyse unfinished members as they stand, all cut at the last step every one of "
+        "them reached; the report says so (for a sweep still running or cut short)",
+    )
+    parser.add_argument(
         "--no-tensorboard",
         action="store_true",
         help="do not write HParams records and figures under the runs folder",
@@ -42,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         result = analyze(
-            args.experiment, runs, out, args.reported, tensorboard=not args.no_tensorboard
+            args.experiment,
+            runs,
+            out,
+            args.reported,
+            tensorboard=not args.no_tensorboard,
+            partial=args.partial,
         )
     except ElureproError as err:
         print(f"error: {err}", file=sys.stderr)

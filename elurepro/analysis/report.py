@@ -12,7 +12,7 @@ from elurepro.analysis.cifar import (
     report_cifar100_11layer,
     report_cifar_18layer,
 )
-from elurepro.analysis.collect import DIVERGED, FINISHED, Member, collect_members
+from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, Member, collect_members
 from elurepro.analysis.context import Analysis, ReportWriter, status_section
 from elurepro.analysis.figures import paper_style
 from elurepro.analysis.imagenet import report_imagenet
@@ -107,12 +107,33 @@ def select_members(members: list[Member], experiment: str) -> tuple[list[Member]
     return list(chosen.values()), notes
 
 
+def cut_unfinished(members: list[Member]) -> str | None:
+    """--partial: every member cut at the last step all unfinished ones reached, and counted as
+    finished there. Returns the sentence the report opens with."""
+    unfinished = [m for m in members if m.status == UNFINISHED and m.records]
+    if not unfinished:
+        return None
+    cut = min(max(r["step"] for r in m.records) for m in unfinished)
+    epoch = None
+    for m in members:
+        m.records = [r for r in m.records if r["step"] <= cut]
+        epoch = next((r.get("epoch") for r in reversed(m.records) if "epoch" in r), epoch)
+        if m.status == UNFINISHED:
+            m.summary = {"status": FINISHED, "final": {}, "partial_at_step": cut}
+    return (
+        f"**PARTIAL ANALYSIS (`--partial`)**: {len(unfinished)} member(s) had not finished; every "
+        f"member is cut at step {cut} (epoch {epoch}) and its values there are reported as final. "
+        "This is not the end of the protocol."
+    )
+
+
 def analyze(
     experiment: str,
     runs_dir: str | Path,
     out_dir: str | Path,
     reported_csv: str | Path | None = None,
     tensorboard: bool = True,
+    partial: bool = False,
 ) -> AnalysisResult:
     """Analyze the runs of one experiment and write report.md, CSV tables and figures."""
     if experiment not in EXPERIMENTS:
@@ -138,8 +159,11 @@ def analyze(
             f"({', '.join(datasets)}); analyze each population folder separately"
         )
 
+    cut_note = cut_unfinished(members) if partial else None
     a = Analysis(experiment, runs_dir, out_dir, members, reported, notes)
     w = ReportWriter(out_dir, f"{experiment}: {spec.title}")
+    if cut_note:
+        w.text(cut_note)
     with paper_style():
         attention = status_section(a, w, spec.expected)
         spec.report(a, w)
