@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from elurepro.activations import activation_factory
 from elurepro.data.paths import resolve_cache_dir, resolve_data_root
-from elurepro.data.stream import Split, TensorStream
+from elurepro.data.stream import LoaderSplit, LoaderStream, Split, StepSampler, TensorStream
+from elurepro.distributed import DistContext, main_first
 from elurepro.errors import ConfigError
 from elurepro.members import Member, chunk, expand_members
 from elurepro.models.mlp import StackedMLP
@@ -30,20 +33,26 @@ from elurepro.trainer import ExecConfig, LoopConfig, OptimConfig, Trainer
 # Keys that say where or how visibly a run happens, not what it computes: left out of its identity.
 _NOT_IDENTITY = ("runs_dir", "cache_dir", "device", "progress", "population", "hydra")
 _NOT_IDENTITY_NESTED = {
-    "data": ("root", "download"),
+    "data": ("root", "download", "workers"),
     "train": ("checkpoint_minutes", "eval_batch_size"),
     "execution": ("channels_last", "compile"),
 }
+# Budget keys that only the SPP net reads: out of every other experiment's identity, so that runs
+# made before these keys existed keep their folders (and are resumed or skipped as before).
+_SPP_ONLY_BUDGET = ("width", "resize", "crop")
 
 
 @dataclass
 class DataBundle:
-    train: Split
+    train: Split | None
     eval_splits: dict[str, Split]
     final_splits: dict[str, Split]
     monitor: Split | None
     augment: Any
     info: dict[str, Any]  # name, official, fingerprint, description
+    # Data read from disk: builds the training stream for a population's member seeds (then
+    # `train` is None); None = a TensorStream over `train`.
+    stream: Callable[[list[int]], LoaderStream] | None = None
 
 
 def pick_device(name: str) -> torch.device:
@@ -65,13 +74,22 @@ def build_members(cfg: DictConfig) -> list[Member]:
     return expand_members(activations, list(m.batchnorm), lrs, seeds)
 
 
-def build_data(cfg: DictConfig, device: torch.device) -> DataBundle:
+def build_data(
+    cfg: DictConfig, device: torch.device, dist: DistContext | None = None
+) -> DataBundle:
     name = cfg.data.name
+    if name == "imagenet":
+        return _imagenet(cfg, device, dist)
+    if dist is not None:
+        raise ConfigError(
+            f"torch.distributed (WORLD_SIZE={dist.world_size}) is wired for the ImageNet "
+            f"experiment only; {name} nets fit one device: run them as one process"
+        )
     if name == "mnist":
         return _mnist(cfg, device)
     if name in ("cifar10", "cifar100"):
         return _cifar(cfg, device)
-    raise ConfigError(f"unknown data set {name!r}; known: mnist, cifar10, cifar100")
+    raise ConfigError(f"unknown data set {name!r}; known: mnist, cifar10, cifar100, imagenet")
 
 
 def _mnist(cfg: DictConfig, device: torch.device) -> DataBundle:
@@ -140,6 +158,108 @@ def _cifar(cfg: DictConfig, device: torch.device) -> DataBundle:
     )
 
 
+def image_sizes(cfg: DictConfig) -> tuple[int, int]:
+    """(resize, crop) of the ImageNet pipeline: the data's, unless the budget overrides them."""
+    b, d = cfg.budget, cfg.data
+    resize = b.get("resize") or d.resize
+    crop = b.get("crop") or d.crop
+    return int(resize), int(crop)
+
+
+def loader_workers(workers: int | None, dist: DistContext | None) -> int:
+    """``data.workers``, or for null: the cores this process may use, less one for the training
+    loop, shared by the processes on the node, at most 8."""
+    if workers is not None:
+        if workers < 0:
+            raise ConfigError(f"data.workers must be >= 0 or null, got {workers}")
+        return int(workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    per_process = (cores or 1) // (dist.local_world_size if dist else 1)
+    return max(0, min(8, per_process - 1))
+
+
+def _imagenet(cfg: DictConfig, device: torch.device, dist: DistContext | None) -> DataBundle:
+    from torch.utils.data import Subset
+
+    from elurepro.data.imagenet import fixed_subset, open_imagenet
+
+    d, b = cfg.data, cfg.budget
+    # data.root is the ImageFolder root itself; by default <ELUREPRO_DATA>/imagenet.
+    root = resolve_data_root(d.root) if d.root else resolve_data_root(None) / "imagenet"
+    resize, crop = image_sizes(cfg)
+    workers = loader_workers(d.workers, dist)
+    folders = open_imagenet(
+        root,
+        resolve_cache_dir(cfg.cache_dir),
+        resize,
+        crop,
+        workers,
+        mean_guard=main_first(dist),
+        progress=cfg.progress and (dist is None or dist.is_main),
+    )
+    n_val, n_eval = len(folders.val), b.eval_subset
+    subset = fixed_subset(n_val, min(d.val_subset, n_eval or d.val_subset), d.subset_seed)
+    everything = fixed_subset(n_val, n_eval, d.subset_seed)  # the whole set at full budget
+    rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
+
+    def split(indices: list[int], rank: int = rank, world: int = world) -> LoaderSplit:
+        return LoaderSplit(Subset(folders.val, indices), workers, device, rank, world)
+
+    n_train = len(folders.train)
+    train = _subset_indices(n_train, b.train_subset, seed=1)
+
+    def stream(seeds: list[int]) -> LoaderStream:
+        if len(set(seeds)) != 1:
+            raise ConfigError(
+                f"a population fed from disk trains one seed, got seeds {sorted(set(seeds))}; "
+                "set population.max_members=1"
+            )
+        crops = folders.train_crops(seeds[0], train)
+        sampler = StepSampler(len(train), cfg.train.batch_size, seeds[0], rank, world)
+        return _loader_stream(crops, sampler, workers, device, len(seeds))
+
+    info = {
+        "name": folders.name,
+        "official": folders.official,
+        "fingerprint": folders.fingerprint,
+        "description": folders.description,
+        "num_classes": len(folders.class_names),
+    }
+    return DataBundle(
+        train=None,
+        eval_splits={"val": split(subset)},
+        final_splits={"val_full": split(everything)},
+        # Rank 0 alone runs the monitor (it has no collectives): an unsharded split.
+        monitor=split(subset[:1000], rank=0, world=1),
+        augment=None,
+        info=info,
+        stream=stream,
+    )
+
+
+def _subset_indices(n: int, size: int | None, seed: int) -> list[int]:
+    """All of range(n), or a fixed random subset of ``size`` of them (budget.train_subset)."""
+    if size is None or size >= n:
+        return list(range(n))
+    chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return chosen[:size].sort().values.tolist()
+
+
+def _loader_stream(
+    dataset, sampler: StepSampler, workers: int, device: torch.device, members: int
+) -> LoaderStream:
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    return LoaderStream(loader, sampler, device, members)
+
+
 def _subset(split: Split, n: int | None, seed: int) -> Split:
     if n is None or n >= len(split):
         return split
@@ -168,7 +288,9 @@ def build_population(
         ).to(device)
     if model.kind == "convnet":
         return _convnets(model, members, num_classes, device)
-    raise ConfigError(f"unknown model kind {model.kind!r}; known: mlp, convnet")
+    if model.kind == "spp":
+        return _spp_nets(cfg, members, num_classes, device)
+    raise ConfigError(f"unknown model kind {model.kind!r}; known: mlp, convnet, spp")
 
 
 def _convnets(
@@ -195,6 +317,37 @@ def _convnets(
     return MemberList(nets).to(device)
 
 
+def _spp_nets(
+    cfg: DictConfig, members: list[Member], num_classes: int, device: torch.device
+) -> MemberList:
+    from elurepro.models.spp import SPPNet, scale_widths
+
+    model = cfg.model
+    if any(m.batchnorm for m in members):
+        raise ConfigError("the SPP net has no BatchNorm variant; set members.batchnorm=[false]")
+    conv1, stacks, fc = scale_widths(
+        model.conv1, model.conv_stacks, model.fc, float(cfg.budget.get("width", 1.0))
+    )
+    nets = []
+    for m in members:
+        torch.manual_seed(m.seed)  # same initial weights for ELU and ReLU (U12, §5.5 "Runs")
+        nets.append(
+            SPPNet(
+                activation=activation_factory(m.activation, **m.activation_params),
+                conv_stacks=stacks,
+                conv1=conv1,
+                spp_levels=list(model.spp_levels),
+                pool_before_spp=bool(model.pool_before_spp),
+                fc=fc,
+                fc_dropout=float(model.fc_dropout),
+                num_classes=num_classes,
+                in_channels=model.in_channels,
+                input_size=image_sizes(cfg)[1],
+            )
+        )
+    return MemberList(nets).to(device)
+
+
 def identity_hash(cfg: DictConfig, members: list[Member]) -> str:
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_IDENTITY:
@@ -202,6 +355,9 @@ def identity_hash(cfg: DictConfig, members: list[Member]) -> str:
     for key, subkeys in _NOT_IDENTITY_NESTED.items():
         for sub in subkeys:
             tree.get(key, {}).pop(sub, None)
+    if tree.get("model", {}).get("kind") != "spp":
+        for key in _SPP_ONLY_BUDGET:
+            tree.get("budget", {}).pop(key, None)
     tree["_members"] = [m.id for m in members]
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -215,12 +371,18 @@ def experiment_dir(cfg: DictConfig) -> Path:
     return Path(cfg.runs_dir) / cfg.name / f"{cfg.data.name}-{cfg.budget.name}"
 
 
-def plan_chunks(cfg: DictConfig) -> list[list[Member]]:
+def plan_chunks(cfg: DictConfig, dist: DistContext | None = None) -> list[list[Member]]:
     members = build_members(cfg)
     if cfg.population.max_members:
         # Seed-major order: an interrupted sweep has whole pairs done, not whole activations.
         members = sorted(members, key=lambda m: m.seed)
-    return chunk(members, cfg.population.max_members)
+    chunks = chunk(members, cfg.population.max_members)
+    if dist is not None and max(len(c) for c in chunks) > 1:
+        raise ConfigError(
+            f"under torch.distributed (WORLD_SIZE={dist.world_size}) a population has one "
+            f"member, got {max(len(c) for c in chunks)}; set population.max_members=1"
+        )
+    return chunks
 
 
 @dataclass
@@ -287,10 +449,19 @@ def plan_steps(cfg: DictConfig, steps_per_epoch: int, lrs: list[float]) -> StepP
 
 
 def build_trainer(
-    cfg: DictConfig, members: list[Member], data: DataBundle, device: torch.device, run_dir: Path
+    cfg: DictConfig,
+    members: list[Member],
+    data: DataBundle,
+    device: torch.device,
+    run_dir: Path,
+    dist: DistContext | None = None,
 ) -> Trainer:
     o, b = cfg.optim, cfg.budget
-    stream = TensorStream(data.train, cfg.train.batch_size, [m.seed for m in members], data.augment)
+    seeds = [m.seed for m in members]
+    if data.stream is not None:
+        stream = data.stream(seeds)
+    else:
+        stream = TensorStream(data.train, cfg.train.batch_size, seeds, data.augment)
     lrs = [m.lr for m in members]
     plan = plan_steps(cfg, stream.steps_per_epoch, lrs)
     loop, optim, total = plan.loop, plan.optim, plan.loop.total_steps
@@ -327,6 +498,7 @@ def build_trainer(
         members=[m.record(**extra) for m in members],
         provenance=provenance,
         execution=ExecConfig(**OmegaConf.to_container(cfg.execution, resolve=True)),
+        dist=dist,
     )
 
 

@@ -5,6 +5,12 @@ member from the stream, one loss per member, one SGD step over all parameters. L
 accumulated on the device and read back only at log points, so the step itself never waits for
 the host. The loop checkpoints atomically at every evaluation and on SIGINT / SIGTERM; the same
 command continues from the checkpoint and produces the metrics an uninterrupted run would have.
+
+Under DDP (``dist`` given) the population has one member, wrapped in DistributedDataParallel for
+the training forward; each rank takes its share of the global batch from the stream. Logged
+training values are means over all ranks, evaluation splits are sharded and their sums added up
+over ranks, and only rank 0 writes logs, summaries and checkpoints. Every decision that changes
+the control flow (stop, divergence, checkpoint) is taken on values all ranks agree on.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from elurepro.checkpoint import load_checkpoint, save_checkpoint
-from elurepro.data.stream import Split, TensorStream
+from elurepro import distributed
+from elurepro.checkpoint import load_checkpoint, save_checkpoint, write_json
+from elurepro.data.stream import LoaderStream, Split, TensorStream, derived_seed
+from elurepro.distributed import DistContext
 from elurepro.models.mlp import StackedLinear
 from elurepro.monitor import ActivationMonitor
 from elurepro.runlog import MemberLog, write_summary
@@ -72,7 +81,7 @@ class Trainer:
         self,
         population: nn.Module,
         task: Any,
-        stream: TensorStream,
+        stream: TensorStream | LoaderStream,
         eval_splits: dict[str, Split],
         final_splits: dict[str, Split],
         monitor_split: Split | None,
@@ -82,6 +91,7 @@ class Trainer:
         members: list[dict[str, Any]],
         provenance: dict[str, Any],
         execution: ExecConfig | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.pop = population
         self.task = task
@@ -97,7 +107,13 @@ class Trainer:
         self.exec = execution or ExecConfig()
         self.k = len(members)
         self.device = next(population.parameters()).device
-        self.monitor = ActivationMonitor(population, self.k) if monitor_split is not None else None
+        self.dist = dist
+        self.is_writer = dist is None or dist.is_main
+        if dist is not None and self.k != 1:
+            raise ValueError(f"under DDP a population has one member, got {self.k}")
+        # The monitor has no collectives: rank 0 measures alone, for its log.
+        watch = monitor_split is not None and self.is_writer
+        self.monitor = ActivationMonitor(population, self.k) if watch else None
         self.optimizer = _sgd(population, optim.momentum, optim.weight_decay)
         scales = optim.lr_scales or [1.0] * self.k
         if optim.weight_decay and len(set(scales)) > 1:
@@ -110,7 +126,11 @@ class Trainer:
         if self.exec.channels_last:
             population.to(memory_format=torch.channels_last)
             population.channels_last = True
-        self._forward = torch.compile(population) if self.exec.compile else population
+        train_module = population
+        if dist is not None:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_module = DistributedDataParallel(population, device_ids=ids)
+        self._forward = torch.compile(train_module) if self.exec.compile else train_module
         self._stop_signal: int | None = None
 
     # ------------------------------------------------------------------ state
@@ -128,6 +148,9 @@ class Trainer:
         return ["error"] if self.task.name == "classification" else ["recon_error"]
 
     def _checkpoint(self, state: dict[str, Any]) -> None:
+        self._merge_ranks(state)  # so that every rank resumes with the same accumulators
+        if not self.is_writer:
+            return
         save_checkpoint(
             self.run_dir / CHECKPOINT,
             {
@@ -156,6 +179,24 @@ class Trainer:
         ckpt.pop("member_ids")
         return ckpt
 
+    def _merge_ranks(self, state: dict[str, Any]) -> None:
+        """Make the interval accumulators and first bad steps equal on all ranks (DDP).
+
+        Each rank's accumulators become their mean over ranks, which keeps their sum: the next log
+        point's mean over ranks is unchanged, and a checkpoint holds the global values.
+        """
+        if self.dist is None:
+            return
+        acc = state["acc"]
+        keys = [key for key in acc if key != "count"]
+        stacked = distributed.sum_over_ranks(self.dist, torch.stack([acc[key] for key in keys]))
+        for key, value in zip(keys, stacked / self.dist.world_size):
+            acc[key] = value
+        never = torch.iinfo(torch.long).max
+        bad = state["first_bad"]
+        first = distributed.min_over_ranks(self.dist, torch.where(bad < 0, never, bad))
+        state["first_bad"] = torch.where(first == never, -1, first)
+
     # ------------------------------------------------------------------ loop
     def run(self, stop_at: int | None = None) -> str:
         """Train to the end (or to ``stop_at`` steps, checkpointing there). Returns the status:
@@ -165,13 +206,15 @@ class Trainer:
         state = state or self._fresh_state()
         logs = [
             MemberLog(self.run_dir / "members" / m["id"], m, state["step"] if resumed else None)
+            if self.is_writer
+            else None
             for m in self.members
         ]
         total = self.loop.total_steps
         bar = tqdm(
             total=total,
             initial=state["step"],
-            disable=not self.loop.progress,
+            disable=not (self.loop.progress and self.is_writer),
             desc=self.run_dir.name,
             unit="it",
             dynamic_ncols=True,
@@ -179,14 +222,22 @@ class Trainer:
         old_handlers = self._install_signal_handlers()
         try:
             if not resumed:
+                if self.is_writer:
+                    # Hardware, software and data of the population, readable before any member
+                    # has a summary (analyze --partial uses it).
+                    write_json(self.run_dir / "provenance.json", self.provenance)
                 self._log_point(state, logs, train=False)
                 self._checkpoint(state)
             status = self._train(state, logs, bar, stop_at)
+            # No rank leaves (and, under torchrun, gets the others killed) before rank 0 has
+            # written its last checkpoint and summaries.
+            distributed.barrier(self.dist)
         finally:
             bar.close()
             self._restore_signal_handlers(old_handlers)
             for log in logs:
-                log.close()
+                if log is not None:
+                    log.close()
         return status
 
     def _train(self, state, logs, bar, stop_at) -> str:
@@ -203,6 +254,8 @@ class Trainer:
             lr = self.optim_cfg.lr(step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            if self.dist is not None:
+                self._seed_step(step)
             x, y = self.stream.batch(step)
             with self._autocast():
                 out = self._forward(x)
@@ -222,19 +275,22 @@ class Trainer:
                     return "diverged"
                 if "last_loss" in state:
                     bar.set_postfix(loss=f"{state['last_loss']:.4g}")
-            if self._stop_signal is not None or step == stop_at:
+            # A signal may reach one rank only, and clocks differ: all ranks decide together.
+            signalled, ckpt_due = distributed.any_rank(
+                self.dist,
+                self._stop_signal is not None,
+                time.monotonic() - last_ckpt > 60 * loop.checkpoint_minutes,
+            )
+            if signalled or step == stop_at:
                 state["wall_time"] = time.perf_counter() - started
                 self._checkpoint(state)
-                if self._stop_signal is not None:
+                if signalled and self.is_writer:
                     tqdm.write(
                         f"interrupted at step {step}; checkpoint saved in {self.run_dir}. "
                         "Run the same command again to continue."
                     )
                 return "interrupted"
-            if (
-                step % loop.eval_every == 0
-                or time.monotonic() - last_ckpt > 60 * loop.checkpoint_minutes
-            ):
+            if step % loop.eval_every == 0 or ckpt_due:
                 state["wall_time"] = time.perf_counter() - started
                 self._checkpoint(state)
                 last_ckpt = time.monotonic()
@@ -242,6 +298,14 @@ class Trainer:
         self._finish(state, logs)
         self._checkpoint(state)
         return "finished"
+
+    def _seed_step(self, step: int) -> None:
+        """Dropout masks from (seed, step, rank) under DDP: each rank draws its own, and a resumed
+        run draws the masks it would have drawn, without saving every rank's RNG state."""
+        seed = derived_seed(self.members[0]["seed"], step, self.dist.rank, "dropout")
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.default_generators[self.device.index].manual_seed(seed)
 
     def _due(self, step: int) -> bool:
         loop = self.loop
@@ -277,6 +341,7 @@ class Trainer:
     # ------------------------------------------------------------------ logging
     def _log_point(self, state, logs, train: bool, lr: float | None = None) -> None:
         step, loop = state["step"], self.loop
+        self._merge_ranks(state)
         metrics: dict[str, list[float]] = {}
         if train and (step % loop.log_every == 0 or step == loop.total_steps):
             acc = state["acc"]
@@ -314,13 +379,17 @@ class Trainer:
                 continue
             if first_bad[k] >= 0:
                 state["alive"][k] = False
-                self._write_summary(k, log, state, status="diverged", diverged_at=first_bad[k] + 1)
-                tqdm.write(
-                    f"member {self.members[k]['id']} diverged (non-finite loss) at "
-                    f"iteration {first_bad[k] + 1}; the other members go on"
-                )
+                if log is not None:
+                    self._write_summary(
+                        k, log, state, status="diverged", diverged_at=first_bad[k] + 1
+                    )
+                    tqdm.write(
+                        f"member {self.members[k]['id']} diverged (non-finite loss) at "
+                        f"iteration {first_bad[k] + 1}; the other members go on"
+                    )
                 continue
-            log.log({**base, **{name: values[k] for name, values in metrics.items()}})
+            if log is not None:
+                log.log({**base, **{name: values[k] for name, values in metrics.items()}})
         self._last_metrics = metrics
 
     @torch.no_grad()
@@ -329,13 +398,20 @@ class Trainer:
         out: dict[str, list[float]] = {}
         for name, split in splits.items():
             sums: dict[str, torch.Tensor] = {}
+            count = 0  # images this rank evaluated: its shard under DDP, else the whole split
             for x, y in split.chunks(self.loop.eval_batch_size):
                 with self._autocast():
                     logits = self._shared_forward(x)
                 for key, value in self.task.eval_sums(logits, x, y).items():
                     sums[key] = sums.get(key, 0) + value
-            for key, value in sums.items():
-                out[f"{name}/{key}"] = (value / len(split)).tolist()
+                count += x.shape[0]
+            keys = list(sums)
+            counts = torch.full((1, self.k), float(count), dtype=torch.float64, device=self.device)
+            total = distributed.sum_over_ranks(
+                self.dist, torch.cat([torch.stack([sums[key] for key in keys]), counts])
+            )
+            for key, value in zip(keys, total[:-1]):
+                out[f"{name}/{key}"] = (value / total[-1]).tolist()
         self.pop.train()
         return out
 
@@ -357,7 +433,7 @@ class Trainer:
     def _finish(self, state, logs) -> None:
         final = self._evaluate(self.final_splits) if self.final_splits else {}
         for k, log in enumerate(logs):
-            if not state["alive"][k]:
+            if not state["alive"][k] or log is None:
                 continue
             if final:
                 log.log(

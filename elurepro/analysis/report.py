@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,11 @@ def cut_unfinished(members: list[Member]) -> str | None:
         m.records = [r for r in m.records if r["step"] <= cut]
         epoch = next((r.get("epoch") for r in reversed(m.records) if "epoch" in r), epoch)
         if m.status == UNFINISHED:
-            m.summary = {"status": FINISHED, "final": {}, "partial_at_step": cut}
+            # The population folder's provenance.json (written when training starts) stands in
+            # for the summary's hardware, software and data fields.
+            prov_path = m.folder.parent.parent / "provenance.json"
+            prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+            m.summary = {**prov, "status": FINISHED, "final": {}, "partial_at_step": cut}
     return (
         f"**PARTIAL ANALYSIS (`--partial`)**: {len(unfinished)} member(s) had not finished; every "
         f"member is cut at step {cut} (epoch {epoch}) and its values there are reported as final. "

@@ -9,10 +9,10 @@ and is subtracted before cropping.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from elurepro.checkpoint import atomic_write_bytes
+from elurepro.data.stream import derived_seed
 from elurepro.errors import ConfigError, DataError
 
 LAYOUT = (
@@ -103,7 +105,8 @@ class CropMinusMean(torch.nn.Module):
     This equals subtracting the mean from the whole image and cropping after (PAPER.md §5.5), but
     flips bytes instead of floats and converts only the crop: about half the per-image cost of
     ``ToDtype``, subtraction, ``RandomCrop`` and ``RandomHorizontalFlip`` in that order.
-    Randomness comes from torch's generator, so loader workers seed it as for v2 transforms.
+    Randomness comes from ``generator`` when given (the trainer derives one per image), else from
+    torch's global generator, which loader workers seed as for v2 transforms.
     """
 
     def __init__(self, mean: torch.Tensor, crop: int, train: bool) -> None:
@@ -115,15 +118,17 @@ class CropMinusMean(torch.nn.Module):
         self.crop = crop
         self.train = train
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         image = image.as_subclass(torch.Tensor)
         if image.shape != self.mean.shape:
             raise DataError(f"image of shape {tuple(image.shape)} vs mean {tuple(self.mean.shape)}")
         height, width, c = image.shape[-2], image.shape[-1], self.crop
         if self.train:
-            top = int(torch.randint(0, height - c + 1, ()))
-            left = int(torch.randint(0, width - c + 1, ()))
-            flip = bool(torch.rand(()) < 0.5)
+            top = int(torch.randint(0, height - c + 1, (), generator=generator))
+            left = int(torch.randint(0, width - c + 1, (), generator=generator))
+            flip = bool(torch.rand((), generator=generator) < 0.5)
         else:  # torchvision's centre-crop rounding
             top, left, flip = round((height - c) / 2), round((width - c) / 2), False
         patch = image[:, top : top + c, left : left + c]
@@ -154,11 +159,13 @@ def eval_transform(mean: torch.Tensor, crop: int) -> v2.Compose:
     return v2.Compose(_resized(mean.shape[-1]) + [CropMinusMean(mean, crop, train=False)])
 
 
-def _compute_mean(train: Dataset, resize: int, workers: int) -> torch.Tensor:
+def _compute_mean(train: Dataset, resize: int, workers: int, progress: bool = True) -> torch.Tensor:
     loader = DataLoader(train, batch_size=64, num_workers=workers)
     total = torch.zeros(3, resize, resize, dtype=torch.float64)
     count = 0
-    with tqdm(total=len(train), desc=f"mean image {resize}x{resize}", unit="img") as bar:
+    with tqdm(
+        total=len(train), desc=f"mean image {resize}x{resize}", unit="img", disable=not progress
+    ) as bar:
         for images, _ in loader:
             total += images.to(torch.float64).sum(0)
             count += images.shape[0]
@@ -167,18 +174,12 @@ def _compute_mean(train: Dataset, resize: int, workers: int) -> torch.Tensor:
 
 
 def _save_atomically(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda f: np.save(f, array))
 
 
-def _mean_image(train: _Folder, cache_dir: Path, resize: int, workers: int) -> torch.Tensor:
+def _mean_image(
+    train: _Folder, cache_dir: Path, resize: int, workers: int, progress: bool = True
+) -> torch.Tensor:
     path = (
         Path(cache_dir)
         / f"imagenet_mean_{_file_list_hash(train.samples, Path(train.root))}_{resize}.npy"
@@ -192,7 +193,7 @@ def _mean_image(train: _Folder, cache_dir: Path, resize: int, workers: int) -> t
             pass  # unreadable cache: recompute and overwrite it
     plain = copy.copy(train)
     plain.transform = v2.Compose(_resized(resize))
-    mean = _compute_mean(plain, resize, workers)
+    mean = _compute_mean(plain, resize, workers, progress)
     _save_atomically(mean.numpy(), path)
     return mean
 
@@ -269,8 +270,7 @@ def build_imagenet_loaders(
     train.transform = train_transform(mean, crop)
     val.transform = eval_transform(mean, crop)
 
-    pick = torch.Generator().manual_seed(subset_seed)
-    chosen = torch.randperm(len(val), generator=pick)[:val_subset].sort().values.tolist()
+    chosen = fixed_subset(len(val), val_subset, subset_seed)
 
     if distributed:
         sampler = DistributedSampler(train, shuffle=True, seed=seed)
@@ -292,6 +292,109 @@ def build_imagenet_loaders(
         class_names=classes,
         fingerprint=_file_list_hash(train.samples + val.samples, root),
     )
+
+
+def fixed_subset(n: int, size: int | None, seed: int) -> list[int]:
+    """Sorted indices of a fixed random subset of ``size`` of n items (all for None or >= n).
+
+    Prefixes of one permutation: a smaller subset of the same seed lies inside a larger one.
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[: n if size is None else size].sort().values.tolist()
+
+
+class SeededCrops(Dataset):
+    """Training images keyed by (position, epoch), the items of ``stream.StepSampler``.
+
+    Key (p, e) gives image i = indices[p], resized, cropped and flipped at random with a generator
+    seeded from (seed, e, i) alone, minus the mean. So an image's augmentation in an epoch does
+    not depend on which loader worker or process reads it, nor on where a run was resumed.
+    """
+
+    def __init__(
+        self, folder: _Folder, indices: list[int], mean: torch.Tensor, crop: int, seed: int
+    ) -> None:
+        self.samples, self.loader = folder.samples, folder.loader
+        self.indices = indices
+        self.resize = v2.Compose(_resized(mean.shape[-1]))
+        self.crop = CropMinusMean(mean, crop, train=True)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        position, epoch = key
+        index = self.indices[position]
+        path, label = self.samples[index]
+        image = self.resize(self.loader(path))
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch, index, "augment"))
+        return self.crop(image, generator), label
+
+
+# ILSVRC-2012 as distributed: 1,000 classes, 1,281,167 training and 50,000 validation images.
+_ILSVRC2012 = (1000, 1_281_167, 50_000)
+
+
+@dataclass
+class ImagenetFolders:
+    """The checked train and val folders of one ImageNet-layout root and its mean image."""
+
+    root: Path
+    train: _Folder  # untransformed: ``train_crops`` reads it
+    val: _Folder  # centre crop minus the mean
+    mean: torch.Tensor
+    crop: int
+    class_names: list[str]
+    fingerprint: str
+
+    @property
+    def official(self) -> bool:
+        """Whether the folders hold as many classes and images as ILSVRC-2012."""
+        return (len(self.class_names), len(self.train), len(self.val)) == _ILSVRC2012
+
+    @property
+    def name(self) -> str:
+        """'imagenet' for ILSVRC-2012, else the root folder's name (e.g. tiny-imagenet-10)."""
+        return "imagenet" if self.official else self.root.name
+
+    @property
+    def description(self) -> str:
+        what = "ILSVRC-2012" if self.official else "NOT the ILSVRC-2012 set"
+        return (
+            f"ImageFolder {self.root} ({what}): {len(self.class_names)} classes, "
+            f"{len(self.train)} training and {len(self.val)} validation images"
+        )
+
+    def train_crops(self, seed: int, indices: list[int]) -> SeededCrops:
+        return SeededCrops(self.train, indices, self.mean, self.crop, seed)
+
+
+def open_imagenet(
+    root: Path,
+    cache_dir: Path,
+    resize: int = 256,
+    crop: int = 224,
+    workers: int = 0,
+    mean_guard: contextlib.AbstractContextManager | None = None,
+    progress: bool = True,
+) -> ImagenetFolders:
+    """Check ``root``, list its images and get the training mean image (cached in cache_dir).
+
+    ``mean_guard`` wraps the mean computation; under DDP it lets rank 0 compute and cache the
+    mean while the other ranks wait, then read the cache.
+    """
+    if not 0 < crop <= resize:
+        raise ConfigError(f"need 0 < crop <= resize, got crop={crop}, resize={resize}")
+    root = Path(root)
+    classes = check_image_folder(root)
+    train = _Folder(root / "train", classes, None)
+    val = _Folder(root / "val", classes, None)
+    with mean_guard or contextlib.nullcontext():
+        mean = _mean_image(train, cache_dir, resize, workers, progress)
+    val.transform = eval_transform(mean, crop)
+    fingerprint = _file_list_hash(train.samples + val.samples, root)
+    return ImagenetFolders(root, train, val, mean, crop, classes, fingerprint)
 
 
 def topk_errors(

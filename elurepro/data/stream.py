@@ -1,19 +1,24 @@
-"""Device-resident batch streams for populations.
+"""Batch streams for populations: device-resident tensors, or a DataLoader for large data.
 
-The training set lives on the training device as one tensor. Every distinct seed gets its own
-shuffle per epoch and its own augmentation draws per step, both derived from (seed, epoch / step)
-alone: members that share a seed see identical batches (the pairing the statistics need), and a
-resumed run regenerates exactly the batches it would have seen.
+``TensorStream``: the training set lives on the training device as one tensor. Every distinct
+seed gets its own shuffle per epoch and its own augmentation draws per step, both derived from
+(seed, epoch / step) alone: members that share a seed see identical batches (the pairing the
+statistics need), and a resumed run regenerates exactly the batches it would have seen.
+``LoaderStream`` keeps the same promises for data read from disk by a DataLoader (ImageNet),
+under DDP too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from elurepro.errors import ConfigError
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -91,3 +96,113 @@ class TensorStream:
         if self._expand is not None:
             x, y = x[self._expand], y[self._expand]
         return x, y
+
+
+class StepSampler:
+    """Batch sampler whose batch for step s is a pure function of (seed, s): resumable exactly.
+
+    Step s of epoch e = s // steps_per_epoch takes the global batch ``perm_e[b*G:(b+1)*G]``
+    (b = s mod steps_per_epoch, perm_e a permutation drawn from (seed, e) like ``TensorStream``'s)
+    and rank r its contiguous slice of G / world_size images. Items are (position, epoch) keys, so
+    the data set can derive each image's augmentation from (seed, epoch, image) alone: the batches
+    depend neither on the number of loader workers nor on the number of processes. Epochs drop
+    their last len % G images (a different few each epoch), so every step has full batches.
+    Iteration runs from ``start`` on, without end; the stream sets ``start`` before ``iter``.
+    """
+
+    def __init__(
+        self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if global_batch % world_size:
+            raise ConfigError(
+                f"train.batch_size={global_batch} is the global batch and must be divisible by "
+                f"the {world_size} processes"
+            )
+        if n < global_batch:
+            raise ConfigError(f"{n} training images are fewer than one batch of {global_batch}")
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.local_batch = rank, global_batch // world_size
+        self.steps_per_epoch = n // global_batch
+        self.start = 0
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> list[int]:
+        """This rank's positions (in 0..n-1) of the batch of ``step``."""
+        epoch, b = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(derived_seed(self.seed, epoch, "order"))
+            self._perm, self._epoch = torch.randperm(self.n, generator=gen), epoch
+        lo = b * self.global_batch + self.rank * self.local_batch
+        return self._perm[lo : lo + self.local_batch].tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start
+        while True:
+            epoch = step // self.steps_per_epoch
+            yield [(i, epoch) for i in self.indices(step)]
+            step += 1
+
+
+class LoaderStream:
+    """Training batches [K, B, ...] on the device from a DataLoader driven by a ``StepSampler``.
+
+    The duck-typed twin of ``TensorStream`` for data that does not fit the device (ImageNet).
+    ``batch_size`` is the global batch (all processes), which the logs count as images seen; B is
+    this process's share. The K members of a population share the seed and so the batch.
+    """
+
+    def __init__(
+        self, loader: DataLoader, sampler: StepSampler, device: torch.device, members: int = 1
+    ) -> None:
+        self.loader, self.sampler, self.device, self.members = loader, sampler, device, members
+        self.batch_size = sampler.global_batch
+        self.steps_per_epoch = sampler.steps_per_epoch
+        self._batches: Iterator | None = None
+        self._next_step: int | None = None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if step != self._next_step:
+            # First call, a resumed run or a jump: restart the sampler at this step.
+            self.sampler.start = step
+            self._batches = iter(self.loader)
+        x, y = next(self._batches)
+        self._next_step = step + 1
+        x = x.to(self.device, non_blocking=True).unsqueeze(0)
+        y = y.to(self.device, non_blocking=True).unsqueeze(0)
+        k = self.members
+        return x.expand(k, *x.shape[1:]), y.expand(k, *y.shape[1:])
+
+
+class LoaderSplit:
+    """An evaluation split read through a DataLoader, with ``Split``'s ``len`` and ``chunks``.
+
+    Under DDP each of the world_size processes reads a contiguous shard and the trainer adds up
+    the shards' sums; ``len`` is always the whole split.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        workers: int,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        n = len(dataset)
+        if n < world_size:
+            raise ConfigError(f"an evaluation split of {n} images cannot feed {world_size} ranks")
+        self.dataset, self.workers, self.device = dataset, workers, device
+        self.shard = range(rank * n // world_size, (rank + 1) * n // world_size)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(
+            Subset(self.dataset, self.shard),
+            batch_size=size,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -186,6 +186,32 @@ def _check_shapes(
     return side
 
 
+def scale_widths(
+    conv1: Sequence[int], conv_stacks: Sequence[Sequence[int]], fc: Sequence[int], width: float
+) -> tuple[tuple[int, ...], list[tuple[int, ...]], tuple[int, ...]]:
+    """(conv1, conv_stacks, fc) with every channel count and FC width times ``width`` (at least 1).
+
+    Layer counts, kernels, strides and padding stay: a narrow net has the paper's architecture,
+    for smoke runs on a CPU (the cost falls about as width squared).
+    """
+    if not width > 0:
+        raise ConfigError(f"budget.width must be > 0, got {width}")
+
+    def scaled(channels: int) -> int:
+        return max(1, round(int(channels) * width))
+
+    c1 = _ints("conv1", conv1, 4, "(channels, kernel, stride, pad)")
+    stacks = [
+        _ints(f"conv_stacks[{i}]", s, 3, "(layers, channels, kernel)")
+        for i, s in enumerate(conv_stacks)
+    ]
+    return (
+        (scaled(c1[0]), *c1[1:]),
+        [(layers, scaled(channels), kernel) for layers, channels, kernel in stacks],
+        tuple(scaled(w) for w in fc),
+    )
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters (works on the meta device too)."""
     return sum(p.numel() for p in model.parameters())
