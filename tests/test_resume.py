@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-ARGS = ["experiment=mnist_meanact", "budget=smoke", "budget.max_steps=400", "progress=false",
-        "members.activations=[elu,relu]", "budget.max_seeds=1"]
+ARGS = [
+    "experiment=mnist_meanact",
+    "budget=smoke",
+    "budget.max_steps=400",
+    "progress=false",
+    "members.activations=[elu,relu]",
+    "budget.max_seeds=1",
+]
 
 
 def _command(runs: Path) -> list[str]:
@@ -31,7 +37,7 @@ def _wait_for_checkpoint_after_start(runs: Path, proc: subprocess.Popen, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in runs.rglob("metrics.jsonl"):
-            if "\"step\": 100," in path.read_text():
+            if '"step": 100,' in path.read_text():
                 return
         if proc.poll() is not None:
             pytest.fail(f"training ended before it could be interrupted: {proc.stderr.read()}")
@@ -51,8 +57,9 @@ def test_interrupted_run_continues_to_identical_metrics(sig, mnist_root, tmp_pat
     assert done.returncode == 0, done.stderr
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(_command(cut), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _command(cut), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for_checkpoint_after_start(cut, proc)
     time.sleep(0.2)  # let it run past the checkpoint, so that work is lost and redone
     proc.send_signal(sig)
