@@ -89,6 +89,14 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run in hardware here (AVX512-BF16 / AMX, or a CUDA card
+    of compute capability 8.0+); without it the CPU emulates them, far slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

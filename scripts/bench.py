@@ -40,7 +40,7 @@ from elurepro.data.augment import pad_crop_flip  # noqa: E402
 from elurepro.data.stream import Split  # noqa: E402
 from elurepro.models.convnet import StackConvNet, with_classes  # noqa: E402
 from elurepro.models.mlp import StackedLinear  # noqa: E402
-from elurepro.runlog import device_name, git_commit  # noqa: E402
+from elurepro.runlog import device_name, git_commit, has_native_bf16  # noqa: E402
 
 # Dense peak TFLOP/s by card, for the utilisation column (vendor data sheets, SXM parts).
 PEAKS = {
@@ -125,12 +125,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of a population's conv / linear layers on x (the paper's §8 count)."""
+def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of a population's conv / linear layers on x (the paper's §8 count),
+    and those of its first layer alone (whose input needs no gradient)."""
     total = 0
+    first = None
 
     def hook(module, inputs, output):
-        nonlocal total
+        nonlocal total, first
         if isinstance(module, nn.Conv2d):
             k = module.weight[0].numel()  # in/groups * kh * kw
             total += output.numel() * k
@@ -138,20 +140,40 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
             total += output.numel() * module.in_features
         elif isinstance(module, StackedLinear):
             total += output.numel() * module.weight.shape[1]
+        if first is None and total:
+            first = total
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     with torch.no_grad():
         model.forward_shared(x)
     for h in handles:
         h.remove()
-    return total
+    return total, first or 0
+
+
+def gemm_peak(device: torch.device) -> float:
+    """This machine's fp32 matrix-product rate in GFLOP/s, on one large square product: the
+    ceiling for any trainer whose time goes to matrix products."""
+    n = 4096 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = 0.0
+    for _ in range(5 if device.type == "cuda" else 3):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(10 if device.type == "cuda" else 2):
+            a @ b
+        sync(device)
+        best = max(
+            best, (10 if device.type == "cuda" else 2) * 2 * n**3 / (time.perf_counter() - start)
+        )
+    return best / 1e9
 
 
 # ------------------------------------------------------------------ the suite
 def suite_rate(
     case: Case, device: torch.device, steps: int, warmup: int, extra: tuple[str, ...] = ()
-) -> tuple[float, int]:
-    """Member-images/s of the suite's trainer, and its MACs per member-image."""
+) -> tuple[float, tuple[int, int]]:
+    """Member-images/s of the suite's trainer, and its (all, first-layer) MACs per member-image."""
     cfg = load_cfg(case, device.type, extra)
     members = build.build_members(cfg)
     if case.key in ("cnn11", "cnn18"):
@@ -195,8 +217,8 @@ def suite_rate(
     seconds = times[total] - times[warmup]
     rate = steps * case.batch * len(members) / seconds
     sample = x[:2].to(device)
-    macs = count_macs(trainer.pop.eval(), sample) // (2 * len(members))
-    return rate, macs
+    macs, first = count_macs(trainer.pop.eval(), sample)
+    return rate, (macs // (2 * len(members)), first // (2 * len(members)))
 
 
 # ------------------------------------------------------------------ the reference
@@ -303,47 +325,61 @@ def main() -> None:
     out = Path(args.out) if args.out else REPO / "results" / "bench" / f"{slug}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+    gemm = gemm_peak(device)
+    print(f"fp32 GEMM peak here: {gemm:.0f} GFLOP/s", flush=True)
     try:
         for case in (c for c in CASES if c.key in args.only.split(",")):
-            rows.append(measure(case, device, steps[case.key], args.quick))
-            out.write_text(report(rows, name, device, args.quick))  # partial results survive
+            rows.append(measure(case, device, steps[case.key], args.quick, gemm))
+            # partial results survive an interruption
+            out.write_text(report(rows, name, device, args.quick, gemm))
     except KeyboardInterrupt:
         print("interrupted: the report holds the models measured so far")
-    out.write_text(report(rows, name, device, args.quick))
+    out.write_text(report(rows, name, device, args.quick, gemm))
     print(f"\nwritten: {out}")
 
 
-def measure(case: Case, device: torch.device, n: int, quick: bool) -> dict:
+def measure(case: Case, device: torch.device, n: int, quick: bool, peak: float) -> dict:
     """Reference, suite (fp32) and, for the CNNs, the options that change the mathematics."""
     warm = 3 if quick else max(2, n // 5)
     ref = reference_rate(case, device, n, warm)
-    suite, macs = suite_rate(case, device, n, warm)
-    flops = 6 * macs  # training: forward + backward = 3 x forward, 2 FLOP per MAC
+    suite, (macs, first_macs) = suite_rate(case, device, n, warm)
+    # Training: forward, weight gradient and input gradient, 2 FLOP per MAC each; the first
+    # layer's input needs no gradient.
+    flops = 6 * macs - 2 * first_macs
     row = {
         "case": case,
         "ref": ref,
         "suite": suite,
         "macs": macs,
-        "suite_tflops": suite * flops / 1e12,
+        "suite_gflops": suite * flops / 1e9,
+        # The protocol's arithmetic at this machine's large-GEMM rate: no fp32 trainer beats it.
+        "floor_s": case.protocol_images * flops / (peak * 1e9),
     }
     options = [("bf16", ("execution.bf16=true",))]
     if device.type == "cuda":
         options.insert(0, ("tf32", ("execution.tf32=true",)))
     if case.key.startswith("cnn"):
         for label, extra in options:
+            if label == "bf16" and not has_native_bf16(device):
+                row[label] = None  # emulated bf16 is tens of times slower: not worth the wait
+                continue
             row[label], _ = suite_rate(case, device, n, warm, extra)
     line = (
         f"{case.key:6s} reference {ref:10.0f} img/s | suite {suite:10.0f} img/s "
-        f"({suite / ref:5.2f}x) | protocol {fmt_time(case.protocol_images / suite)}"
+        f"({suite / ref:5.2f}x) | {row['suite_gflops']:.0f} GFLOP/s | protocol "
+        f"{fmt_time(case.protocol_images / suite)} (floor at GEMM peak "
+        f"{fmt_time(row['floor_s'])})"
     )
     for label, _ in options:
-        if label in row:
+        if row.get(label):
             line += f" | {label} {row[label]:.0f} img/s ({row[label] / ref:.2f}x)"
+        elif label in row:
+            line += f" | {label} skipped (no native bf16 here)"
     print(line, flush=True)
     return row
 
 
-def report(rows, name: str, device: torch.device, quick: bool) -> str:
+def report(rows, name: str, device: torch.device, quick: bool, gemm: float) -> str:
     peak = next((v for k, v in PEAKS.items() if k in name), None) if device.type == "cuda" else None
     lines = [
         f"# Benchmark: {name}",
@@ -351,9 +387,12 @@ def report(rows, name: str, device: torch.device, quick: bool) -> str:
         f"- command: `python scripts/bench.py{' --quick' if quick else ''} --device {device.type}`"
         + (" (QUICK: too few steps to be accurate)" if quick else ""),
         f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"torch threads {torch.get_num_threads()}",
+        f"torch threads {torch.get_num_threads()}, native bf16: "
+        f"{'yes' if has_native_bf16(device) else 'no'}",
         f"- torch {torch.__version__}, commit {git_commit()}, "
         f"date {time.strftime('%Y-%m-%d %H:%M')}",
+        f"- fp32 GEMM peak measured here: {gemm:.0f} GFLOP/s (one large square product); the "
+        "'floor' column divides each protocol's training arithmetic by it",
         "- data: synthetic tensors of the real shapes (the timing does not depend on the values)",
         "- reference: torchvision DataLoader, images served per sample as torchvision's MNIST / "
         "CIFAR10 classes do (Image.fromarray + ToTensor; "
@@ -362,11 +401,19 @@ def report(rows, name: str, device: torch.device, quick: bool) -> str:
         "(15 MLPs, 16 autoencoders in lockstep), channels-last CNNs; fp32 unless a column says "
         "otherwise (bf16 and tf32 change the mathematics and are off in the paper configs)",
         "",
-        "| model | MAC/image | reference img/s | suite img/s | speed-up | full paper protocol "
-        "(suite) | protocol | bf16 img/s | tf32 img/s |"
+        "| model | MAC/image | reference img/s | suite img/s | speed-up | suite GFLOP/s | full "
+        "paper protocol (suite) | floor at GEMM peak | protocol | bf16 img/s | tf32 img/s |"
         + (" suite TFLOP/s (fp32 peak %) |" if peak else ""),
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else ""),
     ]
+
+    def option(r: dict, label: str) -> str:
+        if label not in r:
+            return "-"
+        if r[label] is None:
+            return "skipped: no native bf16"
+        return f"{r[label]:.0f} ({r[label] / r['ref']:.2f}x)"
+
     for r in rows:
         c = r["case"]
         cells = [
@@ -375,13 +422,16 @@ def report(rows, name: str, device: torch.device, quick: bool) -> str:
             f"{r['ref']:.0f}",
             f"{r['suite']:.0f}",
             f"{r['suite'] / r['ref']:.2f}x",
+            f"{r['suite_gflops']:.0f}",
             fmt_time(c.protocol_images / r["suite"]),
+            fmt_time(r["floor_s"]),
             c.protocol_note,
-            f"{r['bf16']:.0f} ({r['bf16'] / r['ref']:.2f}x)" if "bf16" in r else "-",
-            f"{r['tf32']:.0f} ({r['tf32'] / r['ref']:.2f}x)" if "tf32" in r else "-",
+            option(r, "bf16"),
+            option(r, "tf32"),
         ]
         if peak:
-            cells.append(f"{r['suite_tflops']:.2f} ({100 * r['suite_tflops'] / peak['fp32']:.0f}%)")
+            tflops = r["suite_gflops"] / 1e3
+            cells.append(f"{tflops:.2f} ({100 * tflops / peak['fp32']:.0f}%)")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -389,7 +439,9 @@ def report(rows, name: str, device: torch.device, quick: bool) -> str:
         "autoencoder, suite images/s counts every member's images (the reference trains one "
         "model, so 15 sequential reference runs take 15 times its per-run time). Protocol "
         "times count training steps only (evaluation and activation monitoring add a few "
-        "per cent).",
+        "per cent). Floor: the protocol's training arithmetic (forward, weight and input "
+        "gradients; 2 FLOP per MAC) at the measured GEMM peak, a bound no fp32 trainer on "
+        "this machine can beat.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -203,3 +203,21 @@ def test_short_run_on_real_mnist_keeps_elu_median_closest_to_zero(shared_data, t
         values = [r["act/median"] for r in _records(run_dir, f"{act}-s0") if "act/median" in r]
         median[act] = sum(abs(v) for v in values) / len(values)
     assert median["elu"] < median["lrelu"] and median["elu"] < median["relu"], median
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_warns_only_where_it_would_be_emulated(native, mnist_root, tmp_path, monkeypatch):
+    import warnings
+
+    from elurepro import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "has_native_bf16", lambda device: native)
+    cfg = _cfg(mnist_root, tmp_path, "execution.bf16=true")
+    members = build.build_members(cfg)
+    device = torch.device("cpu")
+    data = build.build_data(cfg, device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build.build_trainer(cfg, members, data, device, build.population_dir(cfg, members))
+    emulated = [w for w in caught if "no native bf16" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)

@@ -35,11 +35,14 @@ class GroupedActivation(nn.Module):
         super().__init__()
         self.acts = nn.ModuleList(activations)
         self.groups = groups
+        self.sizes = [b - a for a, b in groups]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if len(self.groups) == 1:
             return self.acts[0](h)
-        return torch.cat([act(h[a:b]) for act, (a, b) in zip(self.acts, self.groups)])
+        # split, not slicing: its backward is one cat, where each slice's backward would
+        # allocate and fill a zero tensor of the full size.
+        return torch.cat([act(part) for act, part in zip(self.acts, h.split(self.sizes))])
 
 
 class StackedMLP(nn.Module):
