@@ -487,3 +487,26 @@ def test_reported_csv_holds_the_papers_numbers() -> None:
     assert len(table1) == 16
     for network in ("AlexNet", "DSN", "NiN", "Maxout", "All-CNN"):
         assert all("[VERIFY]" in r.note for r in table1 if r.configuration == network)
+
+
+def test_configurations_the_runs_did_not_ask_for_are_not_called_missing(tmp_path: Path) -> None:
+    """Runs that asked for ELU, ReLU and LReLU without BN: SReLU and the BN variants are 'not
+    requested'; LReLU, asked for but without members, is still 'missing'."""
+    skip = {(group, seed) for group in ("srelu", "lrelu") for seed in range(3)}
+    fake_cifar11(tmp_path / "runs", seeds=range(3), steps=2000, batchnorm=False, skip=skip)
+    for summary in (tmp_path / "runs").rglob("summary.json"):
+        data = json.loads(summary.read_text())
+        data["config"]["members"] = {"activations": ["elu", "relu", "lrelu"], "batchnorm": [False]}
+        summary.write_text(json.dumps(data))
+    result = analyze(
+        "cifar100_11layer",
+        tmp_path / "runs" / "cifar100_11layer",
+        tmp_path / "out",
+        tensorboard=False,
+    )
+    text = result.report.read_text()
+    status = {r["configuration"]: r["missing"] for r in read_csv(tmp_path / "out" / "status.csv")}
+    assert status["srelu"] == status["elu+bn"] == status["relu+bn"] == "not requested"
+    assert status["lrelu"] == "all"
+    assert "missing: configuration lrelu has no members at all" in text
+    assert "missing: configuration srelu" not in text

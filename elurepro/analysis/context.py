@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,32 @@ class ReportWriter:
         return path
 
 
+def requested_filter(members: Sequence[Member]) -> Callable[[str], bool]:
+    """Which configurations ("relu", "elu+bn") the runs' own configs asked for.
+
+    Read from the resolved config in each finished member's summary; a configuration counts as
+    requested when some run lists its activation and its BatchNorm setting. Without any recorded
+    config, everything counts as requested (absent then means missing).
+    """
+    asked: list[tuple[set[str], set[bool]]] = []
+    for m in members:
+        spec = ((m.summary or {}).get("config") or {}).get("members") or {}
+        if spec.get("activations") is not None:
+            names = {
+                str(a if isinstance(a, str) else a.get("name", "")).lower()
+                for a in spec["activations"]
+            }
+            asked.append((names, set(spec.get("batchnorm") or [False])))
+    if not asked:
+        return lambda config: True
+
+    def requested(config: str) -> bool:
+        activation, bn = config.removesuffix("+bn"), config.endswith("+bn")
+        return any(activation in acts and bn in bns for acts, bns in asked)
+
+    return requested
+
+
 def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -> list[str]:
     """Counts per configuration and a list of every member that needs attention.
 
@@ -166,9 +192,12 @@ def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -
                 " ".join(str(m.seed) for m in members),
             ]
         )
-    for config in expected:
-        if config not in configs:
-            rows.append([config, 0, 0, 0, "all", "—"])
+    requested = requested_filter(a.members)
+    absent = [c for c in expected if c not in configs]
+    not_requested = [c for c in absent if not requested(c)]
+    absent = [c for c in absent if requested(c)]
+    rows += [[c, 0, 0, 0, "all", "—"] for c in absent]
+    rows += [[c, 0, 0, 0, "not requested", "—"] for c in not_requested]
     w.section("Runs")
     w.text(a.provenance())
     w.table(
@@ -176,6 +205,11 @@ def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -
         rows,
         csv_name="status.csv",
     )
+    if not_requested:
+        w.text(
+            "Not run because these runs' configs did not ask for them (`members.activations`, "
+            f"`members.batchnorm`): {', '.join(not_requested)}. Comparisons with them are empty."
+        )
     attention = []
     for m in a.members:
         if m.status == UNFINISHED:
@@ -193,9 +227,8 @@ def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -
             f"missing: {guess} ({config}, seed {seed}) has no member folder, "
             f"while other configurations have seed {seed}; its pairs are left out"
         )
-    for config in expected:
-        if config not in configs:
-            attention.append(f"missing: configuration {config} has no members at all")
+    for config in absent:
+        attention.append(f"missing: configuration {config} has no members at all")
     for m in a.members:
         attention += [f"warning: {note}" for note in m.warnings]
     attention += a.notes
