@@ -49,7 +49,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench.py
 
 bench-gpu: $(STAMP)
-	$(PY) scripts/bench_gpu.py
+	PY=$(PY) bash scripts/gpu_check.sh
 
 # ---- the paper's figures and tables (train what is missing, then analyse) -------------------
 mnist-fig2: $(STAMP)

@@ -100,4 +100,16 @@ def has_native_bf16(device: torch.device) -> bool:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+@cache
+def _cpu_model() -> str:
+    """"AMD EPYC" and the like, read from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

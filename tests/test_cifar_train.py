@@ -69,3 +69,36 @@ def test_cifar_smoke_run_pairs_initial_weights(tmp_path):
     summary = json.loads((run_dir / "members/elu+bn-s0/summary.json").read_text())
     assert summary["data"]["official"] is False and "LOSSY" not in summary["data"]["description"]
     assert summary["member"]["batchnorm"] is True and "test/error" in summary["final"]
+
+
+def test_smoke_command_on_the_shared_lossy_cifar10(shared_data, tmp_path):
+    """The issue's check: `python -m elurepro.train experiment=cifar100_11layer data=cifar10
+    budget=smoke` trains on the shared copy from an empty runs folder (one member here, to keep
+    the default suite short; the whitening cache is shared with other runs on this machine)."""
+    import os
+    import subprocess
+    import sys
+
+    if not (shared_data / "cifar-10-batches-py").is_dir():
+        pytest.skip("no cifar-10-batches-py in ELUREPRO_DATA")
+    cmd = [
+        sys.executable,
+        "-m",
+        "elurepro.train",
+        "experiment=cifar100_11layer",
+        "data=cifar10",
+        "budget=smoke",
+        f"runs_dir={tmp_path / 'runs'}",
+        "progress=false",
+        "members.activations=[elu]",
+        "members.batchnorm=[false]",
+        "budget.max_seeds=1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LOSSY" in proc.stderr + proc.stdout
+    (summary_path,) = (tmp_path / "runs").rglob("summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 12
+    assert summary["data"]["official"] is False
+    assert 0 <= summary["final"]["test/error"] <= 100
