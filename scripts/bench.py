@@ -203,7 +203,10 @@ def suite_rate(
     cfg.train.act_every = None
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build.build_trainer(cfg, members, data, device, Path(tmp))
-        trainer.loop.log_every = trainer.loop.eval_every = warmup
+        # Log points (with their wall times) every `warmup` steps; evaluation and its checkpoint
+        # only at the end, after the last timed step, so that neither is timed.
+        trainer.loop.log_every = warmup
+        trainer.loop.eval_every = total
         trainer.loop.total_steps = total
         if trainer.run() == "interrupted":  # SIGINT / SIGTERM reached the trainer
             raise KeyboardInterrupt
