@@ -40,6 +40,9 @@ _NOT_IDENTITY_NESTED = {
 # Budget keys that only the SPP net reads: out of every other experiment's identity, so that runs
 # made before these keys existed keep their folders (and are resumed or skipped as before).
 _SPP_ONLY_BUDGET = ("width", "resize", "crop")
+# Keys added after runs existed, with the value that computes what those runs computed: left out
+# of the identity at that value, so upgrading the suite never restarts a run in progress.
+_ADDED_AT_DEFAULT = {("execution", "tf32"): False}
 
 
 @dataclass
@@ -358,6 +361,9 @@ def identity_hash(cfg: DictConfig, members: list[Member]) -> str:
     if tree.get("model", {}).get("kind") != "spp":
         for key in _SPP_ONLY_BUDGET:
             tree.get("budget", {}).pop(key, None)
+    for (key, sub), default in _ADDED_AT_DEFAULT.items():
+        if tree.get(key, {}).get(sub, default) == default:
+            tree.get(key, {}).pop(sub, None)
     tree["_members"] = [m.id for m in members]
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:8]
 
