@@ -43,3 +43,25 @@ def test_identity_ignores_where_but_not_what():
     )
     c = build.identity_hash(load_config("experiment=mnist_meanact", "optim.lr=0.02"), members)
     assert a == b != c
+
+
+def test_run_identity_ignores_where_and_later_defaults_but_not_the_mathematics():
+    """A run's folder hash: the same for a different runs folder or device, and for a config
+    from before `execution.tf32` existed; different when the mathematics changes."""
+    from omegaconf import OmegaConf
+
+    from elurepro import build
+
+    def ident(*overrides: str, drop_tf32: bool = False) -> str:
+        cfg = load_config("experiment=mnist_meanact", *overrides)
+        if drop_tf32:  # as written by a version of the suite without the key
+            cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+            del cfg.execution["tf32"]
+        return build.identity_hash(cfg, build.build_members(cfg))
+
+    base = ident()
+    assert ident("runs_dir=/elsewhere", "device=cpu", "progress=false") == base
+    assert ident(drop_tf32=True) == base
+    assert ident("execution.tf32=true") != base
+    assert ident("optim.lr=0.02") != base
+    assert ident("execution.bf16=true") != base
