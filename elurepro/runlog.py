@@ -105,7 +105,7 @@ def device_name(device: torch.device) -> str:
 
 @cache
 def _cpu_model() -> str:
-    """"AMD EPYC" and the like, read from /proc/cpuinfo where there is one."""
+    """The CPU model ("AMD EPYC", ...) from /proc/cpuinfo where there is one."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
