@@ -31,6 +31,12 @@ from tests.analysis_fakes import (
     write_member,
 )
 
+
+def analyze_fakes(root: Path, experiment: str):
+    """Analyse the fake runs under root/runs/<experiment> into root/out, without TensorBoard."""
+    return analyze(experiment, root / "runs" / experiment, root / "out", tensorboard=False)
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -131,9 +137,7 @@ def test_member_json_missing_key_is_named(tmp_path: Path) -> None:
 def meanact(tmp_path_factory):
     root = tmp_path_factory.mktemp("meanact")
     data = fake_meanact(root / "runs", seeds=range(4), epochs=12, skip=(("relu", 3),))
-    result = analyze(
-        "mnist_meanact", root / "runs" / "mnist_meanact", root / "out", tensorboard=False
-    )
+    result = analyze_fakes(root, "mnist_meanact")
     return data, result, root / "out"
 
 
@@ -201,12 +205,7 @@ def test_autoencoder_marks_divergence_and_tabulates_finals(tmp_path: Path) -> No
         epochs=6,
         diverge={("relu", 0.01, 1): 2},
     )
-    result = analyze(
-        "mnist_autoencoder",
-        tmp_path / "runs" / "mnist_autoencoder",
-        tmp_path / "out",
-        tensorboard=False,
-    )
+    result = analyze_fakes(tmp_path, "mnist_autoencoder")
     assert_figures_decode(result.figures)
     text = result.report.read_text()
     assert "diverged: relu@lr=0.01-s1" in text
@@ -232,9 +231,7 @@ def cifar(tmp_path_factory):
     summary = root / "runs/cifar100_11layer/pop-0badc0de/members/srelu-s2/summary.json"
     summary.unlink()
     finals.pop(("srelu", 2))
-    result = analyze(
-        "cifar100_11layer", root / "runs" / "cifar100_11layer", root / "out", tensorboard=False
-    )
+    result = analyze_fakes(root, "cifar100_11layer")
     return finals, result, root / "out"
 
 
@@ -303,12 +300,7 @@ def test_cifar10_run_is_not_compared_with_cifar100_numbers(tmp_path: Path) -> No
         budget="short",
         batchnorm=False,
     )
-    result = analyze(
-        "cifar100_11layer",
-        tmp_path / "runs" / "cifar100_11layer",
-        tmp_path / "out",
-        tensorboard=False,
-    )
+    result = analyze_fakes(tmp_path, "cifar100_11layer")
     text = result.report.read_text()
     assert "Not comparable with the paper's numbers" in text
     assert "CIFAR-100" in text and "lossy CIFAR-10 copy" in text
@@ -323,9 +315,7 @@ def test_cifar10_run_is_not_compared_with_cifar100_numbers(tmp_path: Path) -> No
 
 def test_cifar18_table1_and_phases(tmp_path: Path) -> None:
     records = fake_cifar18(tmp_path / "runs", official={"cifar10": False})
-    result = analyze(
-        "cifar_18layer", tmp_path / "runs" / "cifar_18layer", tmp_path / "out", tensorboard=False
-    )
+    result = analyze_fakes(tmp_path, "cifar_18layer")
     assert_figures_decode(result.figures)
     rows = read_csv(tmp_path / "out" / "table1.csv")
     ours = {r["dataset"]: r for r in rows if r["source"] == "ours"}
@@ -354,12 +344,7 @@ def test_cifar18_table1_and_phases(tmp_path: Path) -> None:
 
 def test_imagenet_iterations_to_20_percent_and_timing(tmp_path: Path) -> None:
     records = fake_imagenet(tmp_path / "runs")
-    result = analyze(
-        "imagenet_15layer_spp",
-        tmp_path / "runs" / "imagenet_15layer_spp",
-        tmp_path / "out",
-        tensorboard=False,
-    )
+    result = analyze_fakes(tmp_path, "imagenet_15layer_spp")
     assert_figures_decode(result.figures)
     members = {r["configuration"]: r for r in read_csv(tmp_path / "out" / "members.csv")}
     for act in ("elu", "relu"):
@@ -381,12 +366,7 @@ def test_duplicate_finished_members_are_an_error(tmp_path: Path) -> None:
     info = member_info("mnist_meanact", "mnist", "elu", 0, budget="short")
     write_member(other, info, [{"step": 0, "epoch": 0.0, "act/median": 0.1}])
     with pytest.raises(ElureproError, match="two finished members"):
-        analyze(
-            "mnist_meanact",
-            tmp_path / "runs" / "mnist_meanact",
-            tmp_path / "out",
-            tensorboard=False,
-        )
+        analyze_fakes(tmp_path, "mnist_meanact")
 
 
 def test_tensorboard_hparams_and_figures(tmp_path: Path) -> None:
@@ -498,12 +478,7 @@ def test_configurations_the_runs_did_not_ask_for_are_not_called_missing(tmp_path
         data = json.loads(summary.read_text())
         data["config"]["members"] = {"activations": ["elu", "relu", "lrelu"], "batchnorm": [False]}
         summary.write_text(json.dumps(data))
-    result = analyze(
-        "cifar100_11layer",
-        tmp_path / "runs" / "cifar100_11layer",
-        tmp_path / "out",
-        tensorboard=False,
-    )
+    result = analyze_fakes(tmp_path, "cifar100_11layer")
     text = result.report.read_text()
     status = {r["configuration"]: r["missing"] for r in read_csv(tmp_path / "out" / "status.csv")}
     assert status["srelu"] == status["elu+bn"] == status["relu+bn"] == "not requested"
