@@ -94,7 +94,12 @@ def has_native_bf16(device: torch.device) -> bool:
     of compute capability 8.0+); without it the CPU emulates them, far slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    try:  # a private oneDNN query: absent from some builds, where we assume no support
+        return torch.backends.mkldnn.is_available() and bool(
+            torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def device_name(device: torch.device) -> str:

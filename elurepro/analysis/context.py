@@ -193,9 +193,9 @@ def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -
             ]
         )
     requested = requested_filter(a.members)
-    absent = [c for c in expected if c not in configs]
-    not_requested = [c for c in absent if not requested(c)]
-    absent = [c for c in absent if requested(c)]
+    without_members = [c for c in expected if c not in configs]
+    absent = [c for c in without_members if requested(c)]
+    not_requested = [c for c in without_members if not requested(c)]
     rows += [[c, 0, 0, 0, "all", "—"] for c in absent]
     rows += [[c, 0, 0, 0, "not requested", "—"] for c in not_requested]
     w.section("Runs")
