@@ -144,6 +144,15 @@ def any_rank(ctx: DistContext | None, *flags: bool) -> tuple[bool, ...]:
     return tuple(bool(v) for v in values.tolist())
 
 
+def broadcast(ctx: DistContext | None, obj: object) -> object:
+    """Rank 0's ``obj`` on every rank (pickled over the host-side group); ``obj`` without DDP."""
+    if ctx is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=ctx.control)
+    return box[0]
+
+
 def sum_over_ranks(ctx: DistContext | None, tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise sum over ranks (in place on the device); the tensor itself without DDP."""
     if ctx is not None:

@@ -26,7 +26,10 @@ class MemberLog:
         write_json(folder / "member.json", member)
         self.metrics_path = folder / "metrics.jsonl"
         if resume_step is None:
+            # A fresh start: whatever an abandoned attempt left here is not this run's.
             self.metrics_path.unlink(missing_ok=True)
+            for old in folder.glob("events.out.tfevents.*"):
+                old.unlink()
         else:
             _truncate_after(self.metrics_path, resume_step)
         # purge_step makes TensorBoard drop events from the lost stretch after a crash.

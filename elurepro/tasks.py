@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 from elurepro.errors import ConfigError
 
+# Keys of a model's YAML that configure its task, not its constructor.
+TASK_KEYS = ("task", "top5", "pixel_reduction")
+
 
 class Classification:
     """Softmax cross-entropy; top-1 (and optionally top-5) error in percent."""

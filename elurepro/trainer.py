@@ -36,11 +36,24 @@ from elurepro.checkpoint import load_checkpoint, save_checkpoint, write_json
 from elurepro.data.stream import LoaderStream, Split, TensorStream, derived_seed
 from elurepro.distributed import DistContext
 from elurepro.models.mlp import StackedLinear
+from elurepro.models.population import Population
 from elurepro.monitor import ActivationMonitor
 from elurepro.runlog import MemberLog, device_name, has_native_bf16, write_summary
 from elurepro.schedule import DropoutPhase, PiecewiseConstant, phase_at
 
 CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Events:
+    """What happens at a log point: after a step (or before the first, at step 0)."""
+
+    train_log: bool  # training means over the interval since the last one
+    evaluate: bool  # the evaluation splits (and, during training, a checkpoint)
+    activations: bool  # the mean-activation monitor
+
+    def __bool__(self) -> bool:
+        return self.train_log or self.evaluate or self.activations
 
 
 @dataclass
@@ -54,6 +67,15 @@ class LoopConfig:
     checkpoint_minutes: float = 10.0
     eval_batch_size: int = 1000
     progress: bool = True
+
+    def events(self, step: int) -> Events:
+        """The one schedule of what happens at ``step``."""
+        end = step == self.total_steps
+        return Events(
+            train_log=step > 0 and (step % self.log_every == 0 or end),
+            evaluate=step % self.eval_every == 0 or end,
+            activations=self.act_every is not None and (step % self.act_every == 0 or end),
+        )
 
 
 @dataclass
@@ -69,18 +91,65 @@ class OptimConfig:
 
 @dataclass
 class ExecConfig:
-    """How the mathematics runs; ``bf16`` alone changes it and is off in the faithful configs."""
+    """How the mathematics runs; ``bf16`` and ``tf32`` change it and are off in the faithful
+    configs."""
 
     channels_last: bool = False
     compile: bool = False
     bf16: bool = False
-    tf32: bool = False  # CUDA only; changes the mathematics like bf16
+    tf32: bool = False  # CUDA only
+
+
+@dataclass
+class LoopState:
+    """Everything the loop carries from step to step, and what a checkpoint restores."""
+
+    step: int
+    wall_time: float
+    first_bad: torch.Tensor  # [K] first step with a non-finite loss, -1 while all were finite
+    alive: list[bool]
+    sums: dict[str, torch.Tensor]  # [K] per training metric, summed over the interval's steps
+    count: int = 0  # steps in the interval
+    last_loss: float | None = None  # mean training loss of the live members, for the bar
+
+    @classmethod
+    def fresh(cls, k: int, keys: Sequence[str], device: torch.device) -> LoopState:
+        return cls(
+            step=0,
+            wall_time=0.0,
+            first_bad=torch.full((k,), -1, dtype=torch.long, device=device),
+            alive=[True] * k,
+            sums=_zeros(k, keys, device),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for a checkpoint (no class reference, so refactors keep it loadable)."""
+        return {
+            "step": self.step,
+            "wall_time": self.wall_time,
+            "first_bad": self.first_bad,
+            "alive": list(self.alive),
+            "sums": dict(self.sums),
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        return cls(d["step"], d["wall_time"], d["first_bad"], d["alive"], d["sums"], d["count"])
+
+
+def _zeros(k: int, keys: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: torch.zeros(k, dtype=torch.float64, device=device) for key in keys}
+
+
+class ClaimLost(RuntimeError):
+    """Another worker took over this population's claim (this one stalled too long)."""
 
 
 class Trainer:
     def __init__(
         self,
-        population: nn.Module,
+        population: Population,
         task: Any,
         stream: TensorStream | LoaderStream,
         eval_splits: dict[str, Split],
@@ -89,10 +158,13 @@ class Trainer:
         loop: LoopConfig,
         optim: OptimConfig,
         run_dir: Path,
+        member_dirs: Sequence[Path],
         members: list[dict[str, Any]],
         provenance: dict[str, Any],
         execution: ExecConfig | None = None,
         dist: DistContext | None = None,
+        claims: Any = None,
+        done: Sequence[bool] | None = None,
     ) -> None:
         self.pop = population
         self.task = task
@@ -103,23 +175,32 @@ class Trainer:
         self.loop = loop
         self.optim_cfg = optim
         self.run_dir = Path(run_dir)
+        self.member_dirs = [Path(p) for p in member_dirs]
         self.members = members
         self.provenance = provenance
         self.exec = execution or ExecConfig()
         self.k = len(members)
         self.device = next(population.parameters()).device
         self.dist = dist
+        self.claims = claims  # store.claims.Claims held on the members, or None
+        # Members finished before (diverged in this population, or trained elsewhere): they are
+        # computed along in lockstep but never written.
+        self.done = list(done or [False] * len(members))
         self.is_writer = dist is None or dist.is_main
+        if len(self.member_dirs) != self.k:
+            raise ValueError(f"{len(self.member_dirs)} member folders for {self.k} members")
         if dist is not None and self.k != 1:
             raise ValueError(f"under DDP a population has one member, got {self.k}")
         # The monitor has no collectives: rank 0 measures alone, for its log.
         watch = monitor_split is not None and self.is_writer
         self.monitor = ActivationMonitor(population, self.k) if watch else None
         self.optimizer = _sgd(population, optim.momentum, optim.weight_decay)
-        scales = optim.lr_scales or [1.0] * self.k
+        scales = list(optim.lr_scales or [1.0] * self.k)
         if optim.weight_decay and len(set(scales)) > 1:
             raise ValueError("per-member learning rates need weight_decay == 0 to stay exact")
-        self.lr_scales = torch.tensor(scales, device=self.device, dtype=torch.float32)
+        self.lr_scales = scales
+        self._loss_scales = torch.tensor(scales, device=self.device, dtype=torch.float32)
+        self.train_keys = ["loss", "error" if task.name == "classification" else "recon_error"]
         if self.exec.bf16 and not has_native_bf16(self.device):
             warnings.warn(
                 f"execution.bf16=true on {device_name(self.device)}, which has no native bf16 "
@@ -132,8 +213,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = self.exec.tf32
             torch.backends.cuda.matmul.allow_tf32 = self.exec.tf32
         if self.exec.channels_last:
-            population.to(memory_format=torch.channels_last)
-            population.channels_last = True
+            population.use_channels_last()
         train_module = population
         if dist is not None:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -141,28 +221,16 @@ class Trainer:
         self._forward = torch.compile(train_module) if self.exec.compile else train_module
         self._stop_signal: int | None = None
 
-    # ------------------------------------------------------------------ state
-    def _fresh_state(self) -> dict[str, Any]:
-        z = lambda: torch.zeros(self.k, dtype=torch.float64, device=self.device)  # noqa: E731
-        return {
-            "step": 0,
-            "wall_time": 0.0,
-            "first_bad": torch.full((self.k,), -1, dtype=torch.long, device=self.device),
-            "alive": [True] * self.k,
-            "acc": {"loss": z(), "count": 0, **{key: z() for key in self._train_keys()}},
-        }
-
-    def _train_keys(self) -> list[str]:
-        return ["error"] if self.task.name == "classification" else ["recon_error"]
-
-    def _checkpoint(self, state: dict[str, Any]) -> None:
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, state: LoopState) -> None:
         self._merge_ranks(state)  # so that every rank resumes with the same accumulators
         if not self.is_writer:
             return
+        self._check_claims()
         save_checkpoint(
             self.run_dir / CHECKPOINT,
             {
-                **state,
+                **state.to_dict(),
                 "model": self.pop.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
@@ -171,39 +239,46 @@ class Trainer:
             },
         )
 
-    def _restore(self) -> dict[str, Any] | None:
+    def _check_claims(self) -> None:
+        if self.claims is not None and self.claims.lost:
+            lost = ", ".join(str(p.parent) for p in self.claims.lost)
+            raise ClaimLost(
+                f"another worker took over {lost} after this one stalled for longer than the "
+                "claim timeout; this worker stops without writing further"
+            )
+
+    def _restore(self) -> LoopState | None:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             return None
         ckpt = load_checkpoint(path, self.device)
         if ckpt["member_ids"] != [m["id"] for m in self.members]:
             raise ValueError(f"{path} belongs to other members; delete it to start over")
-        self.pop.load_state_dict(ckpt.pop("model"))
-        self.optimizer.load_state_dict(ckpt.pop("optimizer"))
-        torch.set_rng_state(ckpt.pop("rng_cpu"))
-        cuda_states = ckpt.pop("rng_cuda")
-        if cuda_states is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_states)
-        ckpt.pop("member_ids")
-        return ckpt
+        self.pop.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if ckpt["rng_cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+        return LoopState.from_dict(ckpt)
 
-    def _merge_ranks(self, state: dict[str, Any]) -> None:
-        """Make the interval accumulators and first bad steps equal on all ranks (DDP).
+    def _merge_ranks(self, state: LoopState) -> None:
+        """Make the interval sums and first bad steps equal on all ranks (DDP).
 
-        Each rank's accumulators become their mean over ranks, which keeps their sum: the next log
+        Each rank's sums become their mean over ranks, which keeps their total: the next log
         point's mean over ranks is unchanged, and a checkpoint holds the global values.
         """
         if self.dist is None:
             return
-        acc = state["acc"]
-        keys = [key for key in acc if key != "count"]
-        stacked = distributed.sum_over_ranks(self.dist, torch.stack([acc[key] for key in keys]))
+        keys = list(state.sums)
+        stacked = distributed.sum_over_ranks(
+            self.dist, torch.stack([state.sums[key] for key in keys])
+        )
         for key, value in zip(keys, stacked / self.dist.world_size):
-            acc[key] = value
+            state.sums[key] = value
         never = torch.iinfo(torch.long).max
-        bad = state["first_bad"]
+        bad = state.first_bad
         first = distributed.min_over_ranks(self.dist, torch.where(bad < 0, never, bad))
-        state["first_bad"] = torch.where(first == never, -1, first)
+        state.first_bad = torch.where(first == never, -1, first)
 
     # ------------------------------------------------------------------ loop
     def run(self, stop_at: int | None = None) -> str:
@@ -211,19 +286,19 @@ class Trainer:
         'finished', 'diverged' (every member), or 'interrupted'."""
         state = self._restore()
         resumed = state is not None
-        state = state or self._fresh_state()
+        state = state or LoopState.fresh(self.k, self.train_keys, self.device)
+        state.alive = [a and not d for a, d in zip(state.alive, self.done)]
         logs = [
-            MemberLog(self.run_dir / "members" / m["id"], m, state["step"] if resumed else None)
-            if self.is_writer
+            MemberLog(folder, m, state.step if resumed else None)
+            if self.is_writer and not done
             else None
-            for m in self.members
+            for folder, m, done in zip(self.member_dirs, self.members, self.done)
         ]
-        total = self.loop.total_steps
         bar = tqdm(
-            total=total,
-            initial=state["step"],
+            total=self.loop.total_steps,
+            initial=state.step,
             disable=not (self.loop.progress and self.is_writer),
-            desc=self.run_dir.name,
+            desc=self.member_dirs[0].parent.name if self.k == 1 else self.run_dir.name,
             unit="it",
             dynamic_ncols=True,
         )
@@ -231,10 +306,13 @@ class Trainer:
         try:
             if not resumed:
                 if self.is_writer:
-                    # Hardware, software and data of the population, readable before any member
-                    # has a summary (analyze --partial uses it).
+                    # Hardware, software and data, readable before any member has a summary
+                    # (analyze --partial uses it).
                     write_json(self.run_dir / "provenance.json", self.provenance)
-                self._log_point(state, logs, train=False)
+                    for folder, log in zip(self.member_dirs, logs):
+                        if log is not None:
+                            write_json(folder / "provenance.json", self.provenance)
+                self._log_point(state, logs, self.loop.events(0), lr=None)
                 self._checkpoint(state)
             status = self._train(state, logs, bar, stop_at)
             # No rank leaves (and, under torchrun, gets the others killed) before rank 0 has
@@ -248,16 +326,16 @@ class Trainer:
                     log.close()
         return status
 
-    def _train(self, state, logs, bar, stop_at) -> str:
+    def _train(self, state: LoopState, logs, bar, stop_at: int | None) -> str:
         loop, pop = self.loop, self.pop
-        total = loop.total_steps
-        self._apply_dropout_phase(state["step"])
+        phase_starts = {p.start for p in self.optim_cfg.dropout_phases}
+        self._apply_dropout_phase(state.step)
         last_ckpt = time.monotonic()
-        started = time.perf_counter() - state["wall_time"]
+        started = time.perf_counter() - state.wall_time
         pop.train()
-        while state["step"] < total:
-            step = state["step"]
-            if step in {p.start for p in self.optim_cfg.dropout_phases}:
+        while state.step < loop.total_steps:
+            step = state.step
+            if step in phase_starts:
                 self._apply_dropout_phase(step)
             lr = self.optim_cfg.lr(step)
             for group in self.optimizer.param_groups:
@@ -269,20 +347,20 @@ class Trainer:
                 out = self._forward(x)
             losses = self.task.loss(out, x, y)
             self.optimizer.zero_grad(set_to_none=True)
-            (losses * self.lr_scales).sum().backward()
+            (losses * self._loss_scales).sum().backward()
             self.optimizer.step()
             self._accumulate(state, losses.detach(), out.detach(), x, y, step)
-            state["step"] = step = step + 1
+            state.step = step = step + 1
             bar.update(1)
-            due = self._due(step)
-            if due:
-                state["wall_time"] = time.perf_counter() - started
-                self._log_point(state, logs, train=True, lr=lr)
-                if not any(state["alive"]):
+            events = loop.events(step)
+            if events:
+                state.wall_time = time.perf_counter() - started
+                self._log_point(state, logs, events, lr=lr)
+                if not any(state.alive):
                     self._checkpoint(state)
                     return "diverged"
-                if "last_loss" in state:
-                    bar.set_postfix(loss=f"{state['last_loss']:.4g}")
+                if state.last_loss is not None:
+                    bar.set_postfix(loss=f"{state.last_loss:.4g}")
             # A signal may reach one rank only, and clocks differ: all ranks decide together.
             signalled, ckpt_due = distributed.any_rank(
                 self.dist,
@@ -290,7 +368,7 @@ class Trainer:
                 time.monotonic() - last_ckpt > 60 * loop.checkpoint_minutes,
             )
             if signalled or step == stop_at:
-                state["wall_time"] = time.perf_counter() - started
+                state.wall_time = time.perf_counter() - started
                 self._checkpoint(state)
                 if signalled and self.is_writer:
                     tqdm.write(
@@ -298,11 +376,11 @@ class Trainer:
                         "Run the same command again to continue."
                     )
                 return "interrupted"
-            if step % loop.eval_every == 0 or ckpt_due:
-                state["wall_time"] = time.perf_counter() - started
+            if (events.evaluate and step < loop.total_steps) or ckpt_due:
+                state.wall_time = time.perf_counter() - started
                 self._checkpoint(state)
                 last_ckpt = time.monotonic()
-        state["wall_time"] = time.perf_counter() - started
+        state.wall_time = time.perf_counter() - started
         self._finish(state, logs)
         self._checkpoint(state)
         return "finished"
@@ -315,90 +393,81 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.default_generators[self.device.index].manual_seed(seed)
 
-    def _due(self, step: int) -> bool:
-        loop = self.loop
-        return (
-            step % loop.log_every == 0
-            or step % loop.eval_every == 0
-            or step == loop.total_steps
-            or (loop.act_every is not None and step % loop.act_every == 0)
-        )
-
     def _autocast(self):
         if not self.exec.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _accumulate(self, state, losses, out, x, y, step) -> None:
-        acc = state["acc"]
-        acc["loss"] += losses.double()
-        acc["count"] += 1
+    def _accumulate(self, state: LoopState, losses, out, x, y, step: int) -> None:
+        state.sums["loss"] += losses.double()
+        state.count += 1
         for key, value in self.task.train_sums(out, x, y).items():
-            acc[key] += value / x.shape[1]  # per-image mean of this batch
+            state.sums[key] += value / x.shape[1]  # per-image mean of this batch
         bad = ~torch.isfinite(losses)
-        state["first_bad"] = torch.where(bad & (state["first_bad"] < 0), step, state["first_bad"])
+        state.first_bad = torch.where(bad & (state.first_bad < 0), step, state.first_bad)
 
     def _apply_dropout_phase(self, step: int) -> None:
         phase = phase_at(self.optim_cfg.dropout_phases, step)
-        if phase is None:
-            return
-        for module in self.pop.modules():
-            if hasattr(module, "set_dropout") and module is not self.pop:
-                module.set_dropout(list(phase.rates), phase.all_layers)
+        if phase is not None:
+            self.pop.set_dropout(list(phase.rates), phase.all_layers)
 
     # ------------------------------------------------------------------ logging
-    def _log_point(self, state, logs, train: bool, lr: float | None = None) -> None:
-        step, loop = state["step"], self.loop
+    def _log_point(self, state: LoopState, logs, events: Events, lr: float | None) -> None:
         self._merge_ranks(state)
-        metrics: dict[str, list[float]] = {}
-        if train and (step % loop.log_every == 0 or step == loop.total_steps):
-            acc = state["acc"]
-            n = max(acc["count"], 1)
-            for key in ["loss", *self._train_keys()]:
-                metrics[f"train/{key}"] = (acc[key] / n).tolist()
-            state["acc"] = self._fresh_state()["acc"]
-        if step % loop.eval_every == 0 or step == loop.total_steps:
-            metrics.update(self._evaluate(self.eval_splits))
-        if (
-            self.monitor
-            and loop.act_every
-            and (step % loop.act_every == 0 or step == loop.total_steps)
-        ):
-            metrics.update(self._measure_activations())
-        first_bad = state["first_bad"].tolist()
-        spe = self.stream.steps_per_epoch
-        base = {
-            "step": step,
-            "epoch": round(step / spe, 6),
-            "images": step * self.stream.batch_size,
-            "wall_time": round(state["wall_time"], 3),
-        }
-        if lr is not None:
-            base["lr"] = lr
+        metrics = self._measure(state, events)
+        self._mark_divergence(state, logs)
+        base = self._position(state)
         if self.optim_cfg.dropout_phases:
             # 0 before the first dropout phase, then 1, 2, ... (the analysis marks phase ends)
+            step = state.step
             base["phase"] = sum(p.start <= step - (step > 0) for p in self.optim_cfg.dropout_phases)
-        losses = metrics.get("train/loss")
-        if losses:
-            live = [v for v, a in zip(losses, state["alive"]) if a and math.isfinite(v)]
-            state["last_loss"] = sum(live) / len(live) if live else math.nan
         for k, log in enumerate(logs):
-            if not state["alive"][k]:
+            if log is None or not state.alive[k]:
                 continue
-            if first_bad[k] >= 0:
-                state["alive"][k] = False
-                if log is not None:
-                    self._write_summary(
-                        k, log, state, status="diverged", diverged_at=first_bad[k] + 1
-                    )
-                    tqdm.write(
-                        f"member {self.members[k]['id']} diverged (non-finite loss) at "
-                        f"iteration {first_bad[k] + 1}; the other members go on"
-                    )
+            record = dict(base)
+            if lr is not None:
+                record["lr"] = lr * self.lr_scales[k]  # the member's own learning rate
+            record.update({name: values[k] for name, values in metrics.items()})
+            log.log(record)
+
+    def _measure(self, state: LoopState, events: Events) -> dict[str, list[float]]:
+        """The metrics due at this log point, per member; resets the training interval."""
+        metrics: dict[str, list[float]] = {}
+        if events.train_log:
+            n = max(state.count, 1)
+            for key in self.train_keys:
+                metrics[f"train/{key}"] = (state.sums[key] / n).tolist()
+            state.sums = _zeros(self.k, self.train_keys, self.device)
+            state.count = 0
+            live = [v for v, a in zip(metrics["train/loss"], state.alive) if a and math.isfinite(v)]
+            state.last_loss = sum(live) / len(live) if live else math.nan
+        if events.evaluate:
+            metrics.update(self._evaluate(self.eval_splits))
+        if events.activations and self.monitor:
+            metrics.update(self._measure_activations())
+        return metrics
+
+    def _position(self, state: LoopState) -> dict[str, Any]:
+        return {
+            "step": state.step,
+            "epoch": round(state.step / self.stream.steps_per_epoch, 6),
+            "images": state.step * self.stream.batch_size,
+            "wall_time": round(state.wall_time, 3),
+        }
+
+    def _mark_divergence(self, state: LoopState, logs) -> None:
+        """Members whose loss became non-finite stop being logged and get their summary."""
+        first_bad = state.first_bad.tolist()
+        for k, log in enumerate(logs):
+            if not state.alive[k] or first_bad[k] < 0:
                 continue
+            state.alive[k] = False
             if log is not None:
-                log.log({**base, **{name: values[k] for name, values in metrics.items()}})
-        self._last_metrics = metrics
+                self._write_summary(k, log, state, status="diverged", diverged_at=first_bad[k] + 1)
+                tqdm.write(
+                    f"member {self.members[k]['id']} diverged (non-finite loss) at "
+                    f"iteration {first_bad[k] + 1}; the other members go on"
+                )
 
     @torch.no_grad()
     def _evaluate(self, splits: dict[str, Split]) -> dict[str, list[float]]:
@@ -409,7 +478,7 @@ class Trainer:
             count = 0  # images this rank evaluated: its shard under DDP, else the whole split
             for x, y in split.chunks(self.loop.eval_batch_size):
                 with self._autocast():
-                    logits = self._shared_forward(x)
+                    logits = self.pop.forward_shared(x)
                 for key, value in self.task.eval_sums(logits, x, y).items():
                     sums[key] = sums.get(key, 0) + value
                 count += x.shape[0]
@@ -429,34 +498,23 @@ class Trainer:
 
         def feed() -> None:
             for x, _ in self.monitor_split.chunks(self.loop.eval_batch_size):
-                self._shared_forward(x)
+                self.pop.forward_shared(x)
 
         result = {key: value.tolist() for key, value in self.monitor.measure(feed).items()}
         self.pop.train()
         return result
 
-    def _shared_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pop.forward_shared(x)
-
-    def _finish(self, state, logs) -> None:
+    def _finish(self, state: LoopState, logs) -> None:
         final = self._evaluate(self.final_splits) if self.final_splits else {}
         for k, log in enumerate(logs):
-            if not state["alive"][k] or log is None:
+            if not state.alive[k] or log is None:
                 continue
             if final:
-                log.log(
-                    {
-                        "step": state["step"],
-                        "epoch": round(state["step"] / self.stream.steps_per_epoch, 6),
-                        "images": state["step"] * self.stream.batch_size,
-                        "wall_time": round(state["wall_time"], 3),
-                        **{name: values[k] for name, values in final.items()},
-                    }
-                )
+                log.log({**self._position(state), **{n: v[k] for n, v in final.items()}})
             self._write_summary(k, log, state, status="finished", diverged_at=None)
 
     def _write_summary(
-        self, k: int, log: MemberLog, state, status: str, diverged_at: int | None
+        self, k: int, log: MemberLog, state: LoopState, status: str, diverged_at: int | None
     ) -> None:
         final: dict[str, float] = {}
         if log.metrics_path.exists():
@@ -469,8 +527,8 @@ class Trainer:
                 "status": status,
                 "diverged_at_step": diverged_at,
                 "final": final,
-                "steps": state["step"],
-                "wall_time_s": round(state["wall_time"], 3),
+                "steps": state.step,
+                "wall_time_s": round(state.wall_time, 3),
                 "member": self.members[k],
                 **self.provenance,
             },

@@ -6,6 +6,8 @@ import torch
 from elurepro import build
 from elurepro.tasks import Reconstruction
 from tests.hydra_utils import load_config
+from tests.train_utils import summary as read_summary
+from tests.train_utils import train
 
 
 def _cfg(mnist_root, runs, *overrides):
@@ -65,11 +67,9 @@ def test_smoke_run_records_every_member_and_divergence(mnist_root, tmp_path):
         "optim.lr=0.01",
     )
     members = build.build_members(cfg)
-    device = torch.device("cpu")
-    data = build.build_data(cfg, device)
-    run_dir = build.population_dir(cfg, members)
-    assert build.build_trainer(cfg, members, data, device, run_dir).run() == "finished"
-    summaries = {p.parent.name: json.loads(p.read_text()) for p in run_dir.rglob("summary.json")}
+    sweep, status = train(cfg, members)
+    assert status == "finished"
+    summaries = {m.id: read_summary(sweep, m.id) for m in members}
     assert set(summaries) == {m.id for m in members}
     for member_id, summary in summaries.items():
         if "lr100" in member_id:

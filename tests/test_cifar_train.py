@@ -64,9 +64,11 @@ def test_cifar_smoke_run_pairs_initial_weights(tmp_path):
         for key, value in net.state_dict().items():
             if "conv" in key:
                 torch.testing.assert_close(value, first[key])
-    run_dir = build.population_dir(cfg, chunks[1])
-    assert build.build_trainer(cfg, chunks[1], data, device, run_dir).run() == "finished"
-    summary = json.loads((run_dir / "members/elu+bn-s0/summary.json").read_text())
+    sweep = build.make_sweep(cfg, data.info)
+    run_dir = sweep.population_dir(chunks[1])
+    trainer = build.build_trainer(cfg, chunks[1], data, device, run_dir, sweep=sweep)
+    assert trainer.run() == "finished"
+    summary = json.loads((sweep.member_dir(chunks[1][0]) / "summary.json").read_text())
     assert summary["data"]["official"] is False and "LOSSY" not in summary["data"]["description"]
     assert summary["member"]["batchnorm"] is True and "test/error" in summary["final"]
 

@@ -108,8 +108,8 @@ def test_slurm_launcher_config_composes() -> None:
     with open_dict(cfg):
         del cfg["hydra"]
     plain = load_config("experiment=imagenet_15layer_spp", "runs_dir=/r")
-    members = build.plan_chunks(plain)[0]
-    assert build.population_dir(cfg, members) == build.population_dir(plain, members)
+    info = {"name": "imagenet", "fingerprint": "0123456789abcdef"}
+    assert build.make_sweep(cfg, info) == build.make_sweep(plain, info)
 
 
 def test_local_gpus_launcher_config_composes() -> None:

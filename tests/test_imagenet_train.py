@@ -23,8 +23,10 @@ from elurepro.activations import activation_factory
 from elurepro.data.stream import StepSampler
 from elurepro.errors import ConfigError
 from elurepro.models.spp import SPPNet
+from elurepro.store.sweep import Sweep
 from tests.hydra_utils import load_config
 from tests.imagenet_files import write_image_folder
+from tests.train_utils import member_dir, records, train
 
 RESIZE, CROP = 32, 28
 # A narrow net that still has every part of §5.5: conv1, three conv stacks, SPP, two FC layers.
@@ -61,18 +63,17 @@ def _args(folder: Path, runs: Path, *overrides: str) -> list[str]:
     ]
 
 
-def _train(cfg, stop_at=None) -> tuple[Path, str]:
-    members = build.build_members(cfg)
-    device = torch.device("cpu")
-    data = build.build_data(cfg, device)
-    run_dir = build.population_dir(cfg, members)
-    status = build.build_trainer(cfg, members, data, device, run_dir).run(stop_at=stop_at)
-    return run_dir, status
+def _train(cfg, stop_at=None):
+    return train(cfg, stop_at=stop_at)
 
 
-def _records(run_dir: Path, member: str = "elu-s0") -> list[dict]:
-    path = run_dir / "members" / member / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _records(sweep, member: str = "elu-s0") -> list[dict]:
+    return records(sweep, member)
+
+
+def _checkpoint(sweep) -> Path:
+    (path,) = sweep.root.rglob("checkpoint.pt")
+    return path
 
 
 def _without_time(records: list[dict]) -> list[dict]:
@@ -170,7 +171,7 @@ def test_smoke_run_through_hydra_logs_the_fig6_metrics(folder: Path, tmp_path: P
     cfg = load_config(*_args(folder, tmp_path / "runs"))
     run_dir, status = _train(cfg)
     assert status == "finished"
-    assert run_dir.parent == tmp_path / "runs/imagenet_15layer_spp/imagenet-smoke"
+    assert run_dir.root.parent == tmp_path / "runs/imagenet_15layer_spp/imagenet-smoke"
     records = _records(run_dir)
     assert [r["step"] for r in records] == [0, 3, 6, 9, 12, 12]
     assert [r["images"] for r in records] == [0, 24, 48, 72, 96, 96]  # global batch 8
@@ -180,13 +181,13 @@ def test_smoke_run_through_hydra_logs_the_fig6_metrics(folder: Path, tmp_path: P
     final = records[-1]
     assert {"val_full/error", "val_full/top5_error"} <= set(final)
     # The logged full-validation errors equal an independent evaluation of the saved weights.
-    top1, top5 = _reference_errors(folder, run_dir / "checkpoint.pt", classes=6)
+    top1, top5 = _reference_errors(folder, _checkpoint(run_dir), classes=6)
     assert final["val_full/error"] == pytest.approx(top1)
     assert final["val_full/top5_error"] == pytest.approx(top5)
-    summary = json.loads((run_dir / "members/elu-s0/summary.json").read_text())
+    summary = json.loads((member_dir(run_dir, "elu-s0") / "summary.json").read_text())
     assert summary["status"] == "finished"
     assert summary["data"]["official"] is False and summary["data"]["num_classes"] == 6
-    member = json.loads((run_dir / "members/elu-s0/member.json").read_text())
+    member = json.loads((member_dir(run_dir, "elu-s0") / "member.json").read_text())
     assert member["dataset"] == folder.name and member["experiment"] == "imagenet_15layer_spp"
 
 
@@ -259,9 +260,11 @@ def _ddp_worker(rank: int, world: int, port: int, args: list[str], stop_at: int)
         cfg = load_config(*args)
         (members,) = build.plan_chunks(cfg, ctx)
         data = build.build_data(cfg, ctx.device, ctx)
-        run_dir = build.population_dir(cfg, members)
+        sweep = build.make_sweep(cfg, data.info)
+        run_dir = sweep.population_dir(members)
         for stop in (stop_at, None):
-            build.build_trainer(cfg, members, data, ctx.device, run_dir, ctx).run(stop_at=stop)
+            trainer = build.build_trainer(cfg, members, data, ctx.device, run_dir, ctx, sweep)
+            trainer.run(stop_at=stop)
     finally:
         distributed.shutdown(ctx)
 
@@ -272,16 +275,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
-    a, b = _records(a_dir), _records(b_dir)
+def _sweep_under(runs: Path) -> Sweep:
+    (record,) = runs.rglob("member.json")  # <sweep>/<group>/s<seed>/member.json
+    return Sweep(record.parents[2], None)
+
+
+def _assert_same_run(a_sweep: Sweep, b_sweep: Sweep) -> None:
+    a, b = _records(a_sweep), _records(b_sweep)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
         assert set(ra) == set(rb)
         for key, value in ra.items():
             if key != "wall_time":
                 assert rb[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (ra["step"], key)
-    wa = torch.load(a_dir / "checkpoint.pt", weights_only=False)["model"]
-    wb = torch.load(b_dir / "checkpoint.pt", weights_only=False)["model"]
+    wa = torch.load(_checkpoint(a_sweep), weights_only=False)["model"]
+    wb = torch.load(_checkpoint(b_sweep), weights_only=False)["model"]
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-5, atol=1e-6)
 
@@ -294,7 +302,7 @@ def test_two_ddp_processes_resumed_equal_one_process(folder: Path, tmp_path: Pat
     args = _args(folder, tmp_path / "two")
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), args, 7), nprocs=2)
     (two,) = (tmp_path / "two").rglob("checkpoint.pt")
-    _assert_same_run(one, two.parent)
+    _assert_same_run(one, _sweep_under(tmp_path / "two"))
     initial = _initial_out_weight(folder)
     trained = torch.load(two, weights_only=False)["model"]["members.0.classifier.out.weight"]
     assert not torch.allclose(trained, initial)  # the weights did move
@@ -308,10 +316,8 @@ def test_two_ddp_processes_equal_one_process(folder: Path, tmp_path: Path) -> No
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     two = _cli(_args(folder, tmp_path / "two"), tmp_path, launcher=torchrun)
     assert two.returncode == 0, two.stderr
-    assert "2 processes" in two.stdout and two.stdout.count("done.") == 1  # rank 0 speaks
-    (a_dir,) = (tmp_path / "one").rglob("checkpoint.pt")
-    (b_dir,) = (tmp_path / "two").rglob("checkpoint.pt")
-    _assert_same_run(a_dir.parent, b_dir.parent)
+    assert "2 processes" in two.stdout and two.stdout.count("done:") == 1  # rank 0 speaks
+    _assert_same_run(_sweep_under(tmp_path / "one"), _sweep_under(tmp_path / "two"))
 
 
 def _initial_out_weight(folder: Path) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 
 from elurepro import build
 from tests.hydra_utils import load_config
+from tests.train_utils import member_dir, records, summary, train
 
 
 def _cfg(mnist_root: Path, runs: Path, *overrides: str):
@@ -22,18 +23,12 @@ def _cfg(mnist_root: Path, runs: Path, *overrides: str):
     )
 
 
-def _train(cfg, members=None, stop_at=None) -> tuple[Path, str]:
-    members = members or build.build_members(cfg)
-    device = torch.device("cpu")
-    data = build.build_data(cfg, device)
-    run_dir = build.population_dir(cfg, members)
-    status = build.build_trainer(cfg, members, data, device, run_dir).run(stop_at=stop_at)
-    return run_dir, status
+def _train(cfg, members=None, stop_at=None):
+    return train(cfg, members, stop_at)
 
 
-def _records(run_dir: Path, member_id: str) -> list[dict]:
-    path = run_dir / "members" / member_id / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _records(sweep, member_id: str) -> list[dict]:
+    return records(sweep, member_id)
 
 
 def _strip_time(records):
@@ -83,7 +78,7 @@ def test_interrupt_and_rerun_gives_identical_metrics(mnist_root, tmp_path):
     cut, status = _train(
         _cfg(mnist_root, tmp_path / "b"), stop_at=7
     )  # mid-interval: accumulators must survive
-    assert status == "interrupted" and not (cut / "members/elu-s0/summary.json").exists()
+    assert status == "interrupted" and not (member_dir(cut, "elu-s0") / "summary.json").exists()
     _, status = _train(_cfg(mnist_root, tmp_path / "b"))
     assert status == "finished"
     for member in ("elu-s0", "relu-s1", "lrelu-s0"):
@@ -124,8 +119,8 @@ def test_divergence_stops_one_member_and_not_the_others(mnist_root, tmp_path):
     )
     run_dir, status = _train(cfg)
     assert status == "finished"
-    bad = json.loads((run_dir / "members/relu-lr1000-s0/summary.json").read_text())
-    good = json.loads((run_dir / "members/relu-lr0.01-s0/summary.json").read_text())
+    bad = summary(run_dir, "relu-lr1000-s0")
+    good = summary(run_dir, "relu-lr0.01-s0")
     assert bad["status"] == "diverged" and isinstance(bad["diverged_at_step"], int)
     assert good["status"] == "finished" and good["steps"] == 12
 
@@ -218,6 +213,6 @@ def test_bf16_warns_only_where_it_would_be_emulated(native, mnist_root, tmp_path
     data = build.build_data(cfg, device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        build.build_trainer(cfg, members, data, device, build.population_dir(cfg, members))
+        build.build_trainer(cfg, members, data, device, tmp_path / "pop")
     emulated = [w for w in caught if "no native bf16" in str(w.message)]
     assert len(emulated) == (0 if native else 1)

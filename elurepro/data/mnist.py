@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def load_mnist(root: Path, download: bool = True) -> MnistArrays:
         if len(ds.data) != len(ds.targets):
             raise DataError(f"MNIST {split} images and labels differ in count in {raw}")
     fingerprint = hashlib.sha256("".join(md5s[f] for f in sorted(md5s)).encode()).hexdigest()[:16]
+    if not official:
+        differing = ", ".join(n for n, (_, md5) in FILES.items() if md5s[n] != md5)
+        warnings.warn(
+            f"{raw}: MNIST-format files that are not the official release (md5 differs for "
+            f"{differing}). Results made on them are not comparable with the paper's.",
+            stacklevel=2,
+        )
     return MnistArrays(
         train_x=train.data,
         train_y=train.targets.long(),

@@ -85,6 +85,17 @@ class StackedMLP(nn.Module):
 
     forward_shared = forward
 
+    # The rest of the Population interface (models/population.py).
+    def member_nets(self) -> None:
+        return None  # members are stacked inside each layer's tensors
+
+    def set_dropout(self, rates: Sequence[float], all_layers: bool) -> None:
+        if any(rates):
+            raise ValueError("the stacked MLPs have no dropout")
+
+    def use_channels_last(self) -> None:
+        pass  # no convolutions
+
 
 def he_normal_mlp(sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
     """He-normal weight matrices [in, out] for one member, drawn from its own generator."""

@@ -1,0 +1,37 @@
+"""Train a population from a composed config the way the command does, for tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from elurepro import build
+from elurepro.store.sweep import Sweep
+
+
+def train(cfg, members=None, stop_at=None, device=None, dist=None) -> tuple[Sweep, str]:
+    """Train ``members`` (default: all of the config's) as one population in the run store."""
+    device = device or torch.device("cpu")
+    members = members if members is not None else build.build_members(cfg)
+    data = build.build_data(cfg, device, dist)
+    sweep = build.make_sweep(cfg, data.info)
+    run_dir = sweep.population_dir(members)
+    trainer = build.build_trainer(cfg, members, data, device, run_dir, dist, sweep)
+    return sweep, trainer.run(stop_at=stop_at)
+
+
+def member_dir(sweep: Sweep, member_id: str) -> Path:
+    """The folder of the member whose id is ``<group>-s<seed>``."""
+    group, seed = member_id.rsplit("-s", 1)
+    return sweep.root / group / f"s{seed}"
+
+
+def records(sweep: Sweep, member_id: str) -> list[dict]:
+    path = member_dir(sweep, member_id) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def summary(sweep: Sweep, member_id: str) -> dict:
+    return json.loads((member_dir(sweep, member_id) / "summary.json").read_text())
