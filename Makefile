@@ -1,7 +1,7 @@
 # elurepro: every experiment of the paper, its figures and tables, from one command each.
 #   make demo            install, a short real mnist_meanact run, its figure and table
 #   make test            install, then the test suite (slow tests: make test-slow)
-#   make <target> BUDGET=smoke|short|paper   train what is missing, then analyse into results/
+#   make <target> BUDGET=smoke|short|paper [WORKERS=N]   train what is missing, then analyse into results/
 # Data: ELUREPRO_DATA=<folder> (default ~/.cache/elurepro/data, downloaded there when missing).
 
 PYTHON ?= python3
@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 BUDGET ?= paper
 RUNS ?= $(or $(ELUREPRO_RUNS),runs)
 ARGS ?=
-TRAIN := $(PY) -m elurepro.train
+# Workers sharing one sweep on this machine, one GPU each: make cifar100-fig4 WORKERS=4
+WORKERS ?= 1
+TRAIN := bash scripts/workers.sh $(WORKERS) $(PY) -m elurepro.train
 ANALYZE := $(PY) -m elurepro.analyze
 
 .PHONY: install demo test test-slow lint format bench bench-gpu clean-venv \
