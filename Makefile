@@ -16,7 +16,7 @@ WORKERS ?= 1
 TRAIN := bash scripts/workers.sh $(WORKERS) $(PY) -m elurepro.train
 ANALYZE := $(PY) -m elurepro.analyze
 
-.PHONY: install demo test test-slow lint format bench bench-gpu clean-venv \
+.PHONY: install demo test test-slow lint format bench bench-gpu clean-venv leaderboard \
 	mnist-fig2 autoencoder-fig3 cifar100-fig4 cifar100-fig5 cifar100-table1 cifar10-table1 \
 	imagenet-fig6 all-figures
 
@@ -80,6 +80,12 @@ cifar10-table1: $(STAMP)
 imagenet-fig6: $(STAMP)
 	$(TRAIN) experiment=imagenet_15layer_spp budget=$(BUDGET) $(ARGS)
 	$(ANALYZE) imagenet_15layer_spp $(RUNS)/imagenet_15layer_spp/imagenet-$(BUDGET) --out results/imagenet_15layer_spp/imagenet-$(BUDGET)
+
+# Every unit x every experiment on each experiment's headline metrics, paired against BASELINE;
+# cells of different budgets or data never merge.
+BASELINE ?= elu
+leaderboard: $(STAMP)
+	$(PY) -m elurepro.leaderboard $(RUNS) --out results/leaderboard --baseline $(BASELINE)
 
 all-figures: mnist-fig2 autoencoder-fig3 cifar100-fig4 cifar100-table1 cifar10-table1 imagenet-fig6
 

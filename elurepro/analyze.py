@@ -1,4 +1,8 @@
-"""Command line: `python -m elurepro.analyze <experiment> [runs_folder] [--out DIR]`."""
+"""Command line: `python -m elurepro.analyze <experiment> [runs_folder] [--out DIR]`.
+
+One report per sweep (budget, data fingerprint, configuration) found under the runs folder:
+into DIR when there is one, into DIR/<sweep name>/ when there are several (with DIR/index.md).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("experiment", choices=experiments, help="experiment id")
     parser.add_argument(
-        "runs_folder", nargs="?", help="folder holding the run folders (default: runs/<experiment>)"
+        "runs_folder",
+        nargs="?",
+        help="folder holding the run folders, at any level (default: runs/<experiment>); "
+        "each sweep in it (budget, data, configuration) is reported separately",
     )
     parser.add_argument("--out", help="output folder (default: results/<experiment>)")
     parser.add_argument(
@@ -31,6 +38,12 @@ def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
         "them reached; the report says so (for a sweep still running or cut short)",
     )
     parser.add_argument(
+        "--baseline",
+        default="elu",
+        help="unit every other unit is compared with, paired by seed (default: elu; a name as "
+        "in members.activations, or a label such as lrelu_alpha0.3)",
+    )
+    parser.add_argument(
         "--no-tensorboard",
         action="store_true",
         help="do not write HParams records and figures under the runs folder",
@@ -40,25 +53,36 @@ def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that `--help` answers without loading matplotlib and scipy.
-    from elurepro.analysis.report import EXPERIMENTS, analyze
+    from elurepro.analysis.report import EXPERIMENTS, analyze_all
 
     args = _parser(list(EXPERIMENTS)).parse_args(argv)
     runs = Path(args.runs_folder or Path("runs") / args.experiment)
     out = Path(args.out or Path("results") / args.experiment)
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
-        result = analyze(
+        results = analyze_all(
             args.experiment,
             runs,
             out,
             args.reported,
             tensorboard=not args.no_tensorboard,
             partial=args.partial,
+            baseline=args.baseline,
         )
     except ElureproError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"report: {result.report}")
+    if len(results) > 1:
+        print(f"{len(results)} sweeps, one report each (index: {out / 'index.md'}):")
+        for result in results:
+            label = "" if result.not_comparable is None else "; NOT comparable with the paper"
+            print(f"report: {result.report} ({result.sweep}{label})")
+        for result in results:
+            for line in result.attention:
+                print(f"note: [{result.report.parent.name}] {line}")
+        return 0
+    (result,) = results
+    print(f"report: {result.report} ({result.sweep})")
     print("tables: " + ", ".join(str(p) for p in result.tables))
     print("figures: " + ", ".join(str(p) for p in result.figures))
     for line in result.attention:

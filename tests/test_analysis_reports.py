@@ -133,10 +133,12 @@ def test_member_json_missing_key_is_named(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- mnist_meanact
 
 
-@pytest.fixture(scope="module")
-def meanact(tmp_path_factory):
+@pytest.fixture(scope="module", params=["old", "new"])
+def meanact(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("meanact")
-    data = fake_meanact(root / "runs", seeds=range(4), epochs=12, skip=(("relu", 3),))
+    data = fake_meanact(
+        root / "runs", seeds=range(4), epochs=12, skip=(("relu", 3),), layout=request.param
+    )
     result = analyze_fakes(root, "mnist_meanact")
     return data, result, root / "out"
 
@@ -196,7 +198,8 @@ def test_meanact_check_says_no_when_elu_is_not_closest(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- mnist_autoencoder
 
 
-def test_autoencoder_marks_divergence_and_tabulates_finals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["old", "new"])
+def test_autoencoder_marks_divergence_and_tabulates_finals(tmp_path: Path, layout: str) -> None:
     data = fake_autoencoder(
         tmp_path / "runs",
         acts=("elu", "relu"),
@@ -204,11 +207,13 @@ def test_autoencoder_marks_divergence_and_tabulates_finals(tmp_path: Path) -> No
         seeds=(0, 1),
         epochs=6,
         diverge={("relu", 0.01, 1): 2},
+        layout=layout,
     )
     result = analyze_fakes(tmp_path, "mnist_autoencoder")
     assert_figures_decode(result.figures)
     text = result.report.read_text()
-    assert "diverged: relu@lr=0.01-s1" in text
+    member = {"old": "relu@lr=0.01-s1", "new": "relu-lr0.01-s1"}[layout]
+    assert f"diverged: {member}" in text
     rows = {(r["activation"], r["lr"]): r for r in read_csv(tmp_path / "out" / "final_values.csv")}
     relu = rows[("relu", "0.01")]
     assert (relu["finished"], relu["diverged"]) == ("1", "1")
@@ -223,13 +228,20 @@ def test_autoencoder_marks_divergence_and_tabulates_finals(tmp_path: Path) -> No
 # ---------------------------------------------------------------- cifar100_11layer
 
 
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
+def member_folder(runs: Path, member_id: str) -> Path:
+    """The folder of the member with id `member_id`, in either layout."""
+    (folder,) = [
+        p.parent for p in runs.rglob("member.json") if json.loads(p.read_text())["id"] == member_id
+    ]
+    return folder
+
+
+@pytest.fixture(scope="module", params=["old", "new"])
+def cifar(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("cifar")
-    finals = fake_cifar11(root / "runs", steps=4000, skip=(("relu", 3),))
+    finals = fake_cifar11(root / "runs", steps=4000, skip=(("relu", 3),), layout=request.param)
     # Make one member unfinished: it must be listed and left out of means and tests.
-    summary = root / "runs/cifar100_11layer/pop-0badc0de/members/srelu-s2/summary.json"
-    summary.unlink()
+    (member_folder(root / "runs", "srelu-s2") / "summary.json").unlink()
     finals.pop(("srelu", 2))
     result = analyze_fakes(root, "cifar100_11layer")
     return finals, result, root / "out"
@@ -313,8 +325,9 @@ def test_cifar10_run_is_not_compared_with_cifar100_numbers(tmp_path: Path) -> No
 # ---------------------------------------------------------------- cifar_18layer
 
 
-def test_cifar18_table1_and_phases(tmp_path: Path) -> None:
-    records = fake_cifar18(tmp_path / "runs", official={"cifar10": False})
+@pytest.mark.parametrize("layout", ["old", "new"])
+def test_cifar18_table1_and_phases(tmp_path: Path, layout: str) -> None:
+    records = fake_cifar18(tmp_path / "runs", official={"cifar10": False}, layout=layout)
     result = analyze_fakes(tmp_path, "cifar_18layer")
     assert_figures_decode(result.figures)
     rows = read_csv(tmp_path / "out" / "table1.csv")
@@ -342,8 +355,9 @@ def test_cifar18_table1_and_phases(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- imagenet
 
 
-def test_imagenet_iterations_to_20_percent_and_timing(tmp_path: Path) -> None:
-    records = fake_imagenet(tmp_path / "runs")
+@pytest.mark.parametrize("layout", ["old", "new"])
+def test_imagenet_iterations_to_20_percent_and_timing(tmp_path: Path, layout: str) -> None:
+    records = fake_imagenet(tmp_path / "runs", layout=layout)
     result = analyze_fakes(tmp_path, "imagenet_15layer_spp")
     assert_figures_decode(result.figures)
     members = {r["configuration"]: r for r in read_csv(tmp_path / "out" / "members.csv")}

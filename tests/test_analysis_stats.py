@@ -13,6 +13,7 @@ from elurepro.analysis.stats import (
     describe,
     min_p_note,
     pair_by_seed,
+    signed_rank,
     smallest_exact_p,
     wilcoxon_p,
 )
@@ -143,3 +144,92 @@ def test_min_p_note_is_computed_from_n() -> None:
     assert "reachable one-sided and not reachable two-sided" in note
     assert "0.00391" in min_p_note(9)  # 2 / 512
     assert "not reachable one-sided" in min_p_note(9)
+
+
+def enumerated_with_zeros_and_ties(d: list[float]) -> tuple[float, float, float]:
+    """(P(W+ <= observed), two-sided p, observed W+): zeros dropped, mid-ranks, all 2^n signs."""
+    d = [x for x in d if x != 0]
+    mags = sorted(abs(x) for x in d)
+    ranks = [np.mean([i + 1 for i, m in enumerate(mags) if m == abs(x)]) for x in d]
+    observed = sum(r for r, x in zip(ranks, d, strict=True) if x > 0)
+    totals = np.array(
+        [
+            sum(r for r, s in zip(ranks, signs, strict=True) if s)
+            for signs in itertools.product((0, 1), repeat=len(d))
+        ]
+    )
+    lower = float(np.mean(totals <= observed + 1e-9))
+    upper = float(np.mean(totals >= observed - 1e-9))
+    return lower, min(1.0, 2 * min(lower, upper)), float(observed)
+
+
+@pytest.mark.parametrize(
+    ("d", "method"),
+    [
+        ([3.0, -1.0, 4.0, 1.5, -5.0, 9.0, 2.5], "exact"),
+        ([3.0, 0.0, 4.0, 1.5, -5.0, 9.0, 0.0, 2.5], "exact with zeros removed"),
+        (
+            [2.0, -2.0, 4.0, 2.0, -5.0, 9.0, 4.0],
+            "exact permutation (mid-ranks for tied magnitudes)",
+        ),
+        (
+            [2.0, 0.0, 4.0, 2.0, -5.0, -2.0, 4.0, 7.0],
+            "exact permutation (mid-ranks for tied magnitudes), zeros removed",
+        ),
+    ],
+)
+def test_signed_rank_method_and_values_match_enumeration(d: list[float], method: str) -> None:
+    test = signed_rank(d)
+    p_less, p_two, v = enumerated_with_zeros_and_ties(d)
+    nonzero = [x for x in d if x != 0]
+    assert test.method == method
+    assert (test.n, test.n_nonzero, test.zeros) == (len(d), len(nonzero), d.count(0.0))
+    assert test.p_less == pytest.approx(p_less, rel=1e-12)
+    assert test.p_two_sided == pytest.approx(p_two, rel=1e-12)
+    assert test.v == pytest.approx(v)
+    total = len(nonzero) * (len(nonzero) + 1) / 2
+    assert test.w == pytest.approx(min(v, total - v))
+
+
+def test_signed_rank_normal_approximation_beyond_the_exact_range() -> None:
+    rng = np.random.default_rng(3)
+    d = (np.arange(1, 61) + rng.random(60) * 0.1) * rng.choice([-1.0, 1.0], 60, p=[0.6, 0.4])
+    test = signed_rank(d)
+    assert test.method == "normal approximation (tie-corrected)"
+    # Independent: W+ ~ N(n(n+1)/4, n(n+1)(2n+1)/24) without ties, no continuity correction.
+    n = 60
+    v = sum(r for r, x in zip(np.argsort(np.argsort(np.abs(d))) + 1, d, strict=True) if x > 0)
+    z = (v - n * (n + 1) / 4) / math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+    assert test.v == pytest.approx(v)
+    assert test.z == pytest.approx(z)
+    assert test.p_less == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))))
+    tied = signed_rank(np.repeat([1.0, -2.0, 3.0, 4.0, -5.0, 6.0], 3))  # 18 pairs, tied
+    assert tied.method == "normal approximation (tie-corrected)"
+
+
+def test_only_zero_differences_are_not_computable() -> None:
+    test = signed_rank([0.0, 0.0, 0.0])
+    assert test.method == "not computable (no non-zero differences)" and test.zeros == 3
+    assert math.isnan(test.p_less) and math.isnan(test.v)
+
+
+def test_compare_on_the_count_grid_keeps_ties_that_float_noise_breaks() -> None:
+    # Error rates (%) of 10,000 images, logged in float32: the differences 28.81 - 28.71 and
+    # 31.13 - 31.03 are both 10 images, but not equal as floats.
+    n = 10_000
+    b_counts = [2871, 3103, 2950, 2990, 2805]
+    a_counts = [2881, 3113, 2950, 2980, 2830]
+    a = {s: float(np.float32(c * 100 / n)) for s, c in enumerate(a_counts)}
+    b = {s: float(np.float32(c * 100 / n)) for s, c in enumerate(b_counts)}
+    assert len({abs(a[s] - b[s]) for s in (0, 1, 3)}) > 1  # float noise breaks the tie
+    noisy = compare(a, b, group_a="gelu", group_b="elu", metric="test/error")
+    exact = compare(a, b, group_a="gelu", group_b="elu", metric="test/error", resolution=100 / n)
+    assert exact.ties == 1 and exact.tied == 3
+    assert noisy.tied < exact.tied  # what rounding to counts prevents
+    assert exact.method == "exact permutation (mid-ranks for tied magnitudes), zeros removed"
+    d = [x - y for x, y in zip(a_counts, b_counts, strict=True)]
+    p_less, p_two, v = enumerated_with_zeros_and_ties(d)
+    assert (exact.p_less, exact.p_two_sided, exact.v) == pytest.approx((p_less, p_two, v))
+    assert exact.differences == pytest.approx([x / 100 for x in d], abs=1e-12)
+    assert exact.min_p_less == pytest.approx(0.5**4)  # four non-zero pairs
+    assert (exact.a_wins, exact.ties, exact.b_wins) == (1, 1, 3)

@@ -1,11 +1,16 @@
-"""Reports for the CIFAR experiments: Fig. 4, Fig. 5 and the §6 tests; Table 1."""
+"""Reports for the CIFAR experiments: Fig. 4, Fig. 5, the comparisons and §6 tests; Table 1.
+
+Units, Fig. 5's columns and the comparisons come from the units present; only the paper's own
+§6 comparisons (set beside its numbers) are a fixed list.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from elurepro.analysis.collect import FINISHED, Member
-from elurepro.analysis.context import Analysis, ReportWriter
+from elurepro.analysis.collect import FINISHED, MemberRun
+from elurepro.analysis.context import PAPER_UNITS, Analysis, ReportWriter
 from elurepro.analysis.figures import (
     Curve,
     color_for,
@@ -16,19 +21,34 @@ from elurepro.analysis.figures import (
     unit_name,
     zoom,
 )
-from elurepro.analysis.stats import Comparison, compare, describe, min_p_note
+from elurepro.analysis.headline import (
+    HEADLINES,
+    UnitComparison,
+    comparison_columns,
+    comparisons_section,
+    headline_metric,
+    headline_values,
+    pair,
+)
+from elurepro.analysis.stats import Describe, describe, min_p_note
 from elurepro.analysis.tables import (
+    Column,
+    Reported,
     data_label,
     dataset_label,
     find_reported,
     fmt,
-    fmt_p,
     not_comparable_reason,
 )
 
-UNITS = ["elu", "srelu", "lrelu", "relu"]
-CIFAR100_11LAYER_CONFIGS = UNITS + [f"{u}+bn" for u in UNITS]
+CIFAR100_11LAYER_CONFIGS = list(PAPER_UNITS) + [f"{u}+bn" for u in PAPER_UNITS]
 START, END = 0.125, 0.8  # zoom windows as fractions of the run: [0, START] and [END, 1]
+
+# PAPER.md §6: ELU against each other unit without BN, ELU against ReLU with BN, and every unit
+# with BN against itself without. These are the rows set beside the paper's p < 0.001.
+PAPER_PAIRS = [("elu", other) for other in ("srelu", "relu", "lrelu")]
+PAPER_PAIRS.append(("elu", "relu+bn"))
+PAPER_PAIRS += [(f"{unit}+bn", unit) for unit in PAPER_UNITS]
 
 # Schedule D1 (PAPER.md §5.4, U14): phase ends at 115k, 165k and 205k of 205k iterations.
 D1_PHASES = [
@@ -38,18 +58,18 @@ D1_PHASES = [
 ]
 
 
-def _kcurve(members: Sequence[Member], metric: str) -> Curve:
+def _kcurve(members: Sequence[MemberRun], metric: str) -> Curve:
     """Mean ± std over finished members against iterations in thousands."""
     c = mean_curve([m.series(metric, "step") for m in members if m.status == FINISHED])
     return Curve(c.x / 1000.0, c.mean, c.std, c.n)
 
 
-def _style(members: Sequence[Member]) -> dict:
+def _style(members: Sequence[MemberRun]) -> dict:
     m = members[0]
-    return {"color": color_for(m.activation), "linestyle": "--" if m.batchnorm else "-"}
+    return {"color": color_for(m.unit), "linestyle": "--" if m.batchnorm else "-"}
 
 
-def _max_kstep(members: Sequence[Member]) -> float:
+def _max_kstep(members: Sequence[MemberRun]) -> float:
     steps = [r["step"] for m in members for r in m.records if r.get("step") is not None]
     return max(steps, default=0) / 1000.0
 
@@ -60,7 +80,7 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
     xmax = _max_kstep(a.members)
     windows = [("full run", None), ("start", (0.0, START * xmax)), ("end", (END * xmax, xmax))]
 
-    # Fig. 4: no-BN configurations only.
+    # Fig. 4: every configuration without BN, one curve each.
     plain = {c: ms for c, ms in configs.items() if not ms[0].batchnorm}
     fig, axes = new_figure(2, 3)
     for row, (metric, ylabel, what) in enumerate(
@@ -80,15 +100,28 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
             ax.set_xlabel("iterations (×1000)")
             ax.set_ylabel(ylabel)
             panel_title(ax, "abcdef"[3 * row + col], f"{what}, {part}")
-    axes[0, 0].legend()
+    if plain:
+        axes[0, 0].legend()
     fig.suptitle(f"Fig. 4, 11-layer CNN without BN (mean ± std over seeds) — {context}")
     w.section("Fig. 4: learning curves without batch normalization")
-    w.figure(fig, "fig4_learning_curves", f"Fig. 4 reproduction ({context})")
+    w.figure(fig, "fig4_learning_curves", a.caption("Fig. 4"))
 
-    # Fig. 5: ELU vs X, each with and without BN.
-    fig, axes = new_figure(2, 3)
-    for col, other in enumerate(["relu", "srelu", "lrelu"]):
-        chosen = [c for c in ("elu", "elu+bn", other, f"{other}+bn") if c in configs]
+    _fig5(a, w, xmax)
+    _cifar100_table(a, w)
+    comparisons_section(a, w)
+    _wilcoxon_section(a, w)
+
+
+def _fig5(a: Analysis, w: ReportWriter, xmax: float) -> None:
+    """Fig. 5: one column per non-baseline unit present, each with and without BN, beside the
+    baseline with and without BN."""
+    configs = a.configs()
+    base = a.baseline
+    others = [u for u in a.units() if u != base] or [base]
+    fig, axes = new_figure(2, len(others))
+    for col, other in enumerate(others):
+        wanted = [base, f"{base}+bn", other, f"{other}+bn"]
+        chosen = [c for c in dict.fromkeys(wanted) if c in configs]
         curves = {c: _kcurve(configs[c], "test/error") for c in chosen}
         for row in range(2):
             ax = axes[row, col]
@@ -100,81 +133,83 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
             ax.set_xlabel("iterations (×1000)")
             ax.set_ylabel("test error (%)")
             part = "end" if row else "full run"
-            panel_title(ax, "abcdef"[3 * row + col], f"ELU vs {unit_name(other)}, {part}")
-        axes[0, col].legend()
-    fig.suptitle(f"Fig. 5, with and without BN (dashed: BN) — {context}")
+            title = f"{unit_name(base)} vs {unit_name(other)}" if other != base else base
+            panel_title(ax, "abcdefghijklmnopqrstuvwxyz"[(row * len(others) + col) % 26], title)
+            ax.set_title(f"{part}", loc="right", fontsize=7)
+        if curves:
+            axes[0, col].legend()
+    fig.suptitle(f"Fig. 5, with and without BN (dashed: BN) — {a.context()}")
     w.section("Fig. 5: with and without batch normalization")
-    w.figure(fig, "fig5_batchnorm", f"Fig. 5 reproduction ({context})")
+    w.figure(fig, "fig5_batchnorm", a.caption("Fig. 5"))
 
-    _cifar100_table(a, w)
-    _wilcoxon_section(a, w)
+
+@dataclass
+class FinalRow:
+    """One configuration's final values beside the paper's number."""
+
+    config: str
+    error: Describe
+    loss: Describe
+    paper: Reported | None
+    paper_std: Reported | None
+    difference: float | None
+    reason: str | None
+
+    @property
+    def paper_text(self) -> str:
+        if self.paper is None:
+            return "—"
+        text = f"{self.paper.value:.2f}"
+        return text + (f" ± {self.paper_std.value:.2f}" if self.paper_std else "")
+
+    @property
+    def difference_text(self) -> str:
+        if self.paper is None:
+            return "— (no paper number)"
+        if self.reason is not None:
+            return "not comparable"
+        return fmt(self.difference) if self.difference is not None else "—"
+
+
+FINAL_COLUMNS: list[Column[FinalRow]] = [
+    Column("configuration", "configuration", lambda r: r.config),
+    Column("n", "n", lambda r: r.error.n),
+    Column("test error (%)", "test_error_mean", lambda r: r.error.mean, lambda r: r.error.text(2)),
+    Column("", "test_error_std", lambda r: r.error.std, markdown=False),
+    Column("training loss", "train_loss_mean", lambda r: r.loss.mean, lambda r: r.loss.text(4)),
+    Column("", "train_loss_std", lambda r: r.loss.std, markdown=False),
+    Column(
+        "paper test error (%)",
+        "paper_test_error",
+        lambda r: r.paper.value if r.paper else None,
+        lambda r: r.paper_text,
+    ),
+    Column(
+        "",
+        "paper_test_error_std",
+        lambda r: r.paper_std.value if r.paper_std else None,
+        markdown=False,
+    ),
+    Column("ours − paper (pp)", "difference", lambda r: r.difference, lambda r: r.difference_text),
+    Column("", "not_comparable_because", lambda r: r.reason or "", markdown=False),
+]
 
 
 def _cifar100_table(a: Analysis, w: ReportWriter) -> None:
     reason = not_comparable_reason(a.members, "cifar100")
-    rows, csv_rows = [], []
+    error_h, loss_h = HEADLINES[a.experiment]
+    rows = []
     for config in a.configs():
-        err = describe(list(a.finals(config, "test/error").values()))
-        loss = describe(list(a.finals(config, "train/loss").values()))
+        # Means and std as logged; only the paired differences are taken in integer counts.
+        metric = headline_metric(a, error_h) or "test/error"
+        err = describe(list(headline_values(a, config, error_h, metric).values()))
+        loss = describe(list(a.finals(config, loss_h.metrics[0]).values()))
         paper = find_reported(a.reported, a.experiment, "test_error", config)
         paper_std = find_reported(a.reported, a.experiment, "test_error_std", config)
-        paper_text = "—"
-        diff: float | None = None
-        if paper is not None:
-            paper_text = f"{paper.value:.2f}"
-            if paper_std is not None:
-                paper_text += f" ± {paper_std.value:.2f}"
-            if reason is None and err.n:
-                diff = err.mean - paper.value
-        if paper is None:
-            diff_text = "— (no paper number)"
-        elif reason is not None:
-            diff_text = "not comparable"
-        else:
-            diff_text = fmt(diff) if diff is not None else "—"
-        rows.append([config, err.n, err.text(2), loss.text(4), paper_text, diff_text])
-        csv_rows.append(
-            [
-                config,
-                err.n,
-                err.mean,
-                err.std,
-                loss.mean,
-                loss.std,
-                paper.value if paper else None,
-                paper_std.value if paper_std else None,
-                diff,
-                reason or "",
-            ]
-        )
+        diff = err.mean - paper.value if paper and reason is None and err.n else None
+        rows.append(FinalRow(config, err, loss, paper, paper_std, diff, reason))
     w.section("Final test error (finished members, mean ± std)")
-    w.table(
-        [
-            "configuration",
-            "n",
-            "test error (%)",
-            "training loss",
-            "paper test error (%)",
-            "ours − paper (pp)",
-        ],
-        rows,
-    )
-    w.csv(
-        "final_values.csv",
-        [
-            "configuration",
-            "n",
-            "test_error_mean",
-            "test_error_std",
-            "train_loss_mean",
-            "train_loss_std",
-            "paper_test_error",
-            "paper_test_error_std",
-            "difference",
-            "not_comparable_because",
-        ],
-        csv_rows,
-    )
+    w.records(rows, FINAL_COLUMNS, csv_name="final_values.csv")
     if reason is not None:
         w.text(
             f"**Not comparable with the paper's numbers:** {reason}. "
@@ -182,129 +217,52 @@ def _cifar100_table(a: Analysis, w: ReportWriter) -> None:
         )
     else:
         w.text("The paper's numbers are CIFAR-100, no BN, 10 runs (PAPER.md §5.3).")
-    w.text("(CSV: `final_values.csv`)")
 
 
-def cifar100_comparisons(a: Analysis) -> list[Comparison]:
+def cifar100_comparisons(a: Analysis) -> list[UnitComparison]:
     """Every paired comparison of PAPER.md §6, on final test error and final training loss."""
-    pairs = [("elu", other) for other in ("srelu", "relu", "lrelu")]
-    pairs.append(("elu", "relu+bn"))
-    pairs += [(f"{unit}+bn", unit) for unit in UNITS]
     out = []
-    for metric in ("test/error", "train/loss"):
-        for first, second in pairs:
-            out.append(
-                compare(
-                    a.finals(first, metric),
-                    a.finals(second, metric),
-                    group_a=first,
-                    group_b=second,
-                    metric=metric,
-                )
-            )
+    for h in HEADLINES[a.experiment]:
+        metric = headline_metric(a, h) or h.metrics[0]
+        for first, second in PAPER_PAIRS:
+            out.append(pair(a, first, second, h, metric, "paper §6"))
     return out
 
 
 def _wilcoxon_section(a: Analysis, w: ReportWriter) -> None:
     comparisons = cifar100_comparisons(a)
-    configs = a.configs()
-    rows, csv_rows = [], []
-    for c in comparisons:
-        paper = find_reported(a.reported, a.experiment, "wilcoxon_p", c.label)
-        paper_text = f"p < {paper.value:g}" if paper else "—"
-        absent = [g for g in (c.group_a, c.group_b) if g not in configs]
-        note = f"no members of {', '.join(absent)}" if absent else c.note
-        rows.append(
-            [
-                c.label,
-                c.metric,
-                c.n,
-                c.k_of_n,
-                fmt(c.mean_a, 3),
-                fmt(c.mean_b, 3),
-                fmt_p(c.p_less),
-                fmt_p(c.p_two_sided),
-                c.method,
-                f"{fmt_p(c.min_p_less)} / {fmt_p(c.min_p_two_sided)}",
-                paper_text,
-                note.strip("; "),
-            ]
-        )
-        csv_rows.append(
-            [
-                c.label,
-                c.metric,
-                c.group_a,
-                c.group_b,
-                c.n,
-                c.a_wins,
-                c.ties,
-                c.mean_a,
-                c.mean_b,
-                c.p_less,
-                c.p_two_sided,
-                c.method,
-                c.min_p_less,
-                c.min_p_two_sided,
-                paper.value if paper else None,
-                note.strip("; "),
-            ]
-        )
-    w.section("Wilcoxon signed-rank tests (PAPER.md §6)")
-    w.text(
-        "Pairs are matched by seed (run r of both configurations starts from the same "
-        "weights). One-sided: `scipy.stats.wilcoxon(A, B, alternative='less')`, i.e. A's "
-        "final value is lower (better) than B's; two-sided alongside. 'A better' counts the "
-        "pairs where A's value is lower. Finished members only."
-    )
-    w.table(
-        [
-            "comparison (A vs B)",
-            "metric",
-            "n",
-            "A better",
-            "mean A",
-            "mean B",
-            "p one-sided",
-            "p two-sided",
-            "method",
-            "smallest p (one/two-sided)",
+
+    def paper(r: UnitComparison) -> float | None:
+        row = find_reported(a.reported, a.experiment, "wilcoxon_p", r.result.label)
+        return row.value if row else None
+
+    columns = comparison_columns(paper=True)
+    at = next(i for i, c in enumerate(columns) if c.csv == "note")
+    columns.insert(
+        at,
+        Column(
             "paper",
-            "note",
-        ],
-        rows,
-    )
-    w.csv(
-        "wilcoxon.csv",
-        [
-            "comparison",
-            "metric",
-            "group_a",
-            "group_b",
-            "n",
-            "a_better",
-            "ties",
-            "mean_a",
-            "mean_b",
-            "p_one_sided_less",
-            "p_two_sided",
-            "method",
-            "smallest_p_one_sided",
-            "smallest_p_two_sided",
             "paper_p_upper_bound",
-            "note",
-        ],
-        csv_rows,
+            paper,
+            lambda r: f"p < {paper(r):g}" if paper(r) is not None else "—",
+        ),
     )
+    w.section("The paper's Wilcoxon signed-rank tests (PAPER.md §6)")
+    w.text(
+        "The paper's own comparisons, in its direction (A = ELU, or a unit with BN): "
+        "one-sided `scipy.stats.wilcoxon(A, B, alternative='less')`, i.e. A's final value is "
+        "lower (better) than B's; two-sided alongside. 'A better' counts the pairs where A's "
+        "value is lower. Finished members only; methods as in the section above."
+    )
+    w.records(comparisons, columns, csv_name="wilcoxon.csv")
     reason = not_comparable_reason(a.members, "cifar100")
     if reason:
         w.text(f"The paper's p-values are for CIFAR-100 at its budget; here: {reason}.")
-    ns = sorted({c.n for c in comparisons if c.n > 0})
+    ns = sorted({c.result.n_nonzero for c in comparisons if c.result.n_nonzero > 0})
     w.text(*(min_p_note(n) for n in ns) if ns else (min_p_note(0),))
-    w.text("(CSV: `wilcoxon.csv`)")
 
 
-def phase_ends(member: Member) -> list[tuple[str, int]]:
+def phase_ends(member: MemberRun) -> list[tuple[str, int]]:
     """(phase name, last step of the phase) for the 18-layer schedule.
 
     If the records carry a `phase` field, its last step per phase is used; otherwise the D1
@@ -324,7 +282,7 @@ def phase_ends(member: Member) -> list[tuple[str, int]]:
     return [(name, round(int(total) * frac)) for name, frac in D1_PHASES]
 
 
-def _error_at(member: Member, start: int, end: int) -> tuple[float, int] | None:
+def _error_at(member: MemberRun, start: int, end: int) -> tuple[float, int] | None:
     """The last test/error logged in (start, end]: (value, step)."""
     x, y = member.series("test/error", "step")
     inside = (x > start) & (x <= end)
@@ -333,16 +291,28 @@ def _error_at(member: Member, start: int, end: int) -> tuple[float, int] | None:
     return float(y[inside][-1]), int(x[inside][-1])
 
 
+def _network_name(config: str) -> str:
+    """'ELU-Network (ours)' for the paper's network; '<UNIT>[+BN]-Network (ours)' for others."""
+    unit, bn = config.removesuffix("+bn"), config.endswith("+bn")
+    return f"{unit_name(unit)}{'+BN' if bn else ''}-Network (ours)"
+
+
 def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     datasets = [d for d in ("cifar10", "cifar100") if any(m.dataset == d for m in a.members)]
     datasets += sorted({m.dataset for m in a.members} - set(datasets))
-    ours = {}
-    reasons = {}
-    for d in datasets:
-        members = [m for m in a.members if m.dataset == d]
-        values = [m.final("test/error") for m in members if m.status == FINISHED]
-        ours[d] = describe([v for v in values if v is not None])
-        reasons[d] = not_comparable_reason(members, d)
+    reasons = {
+        d: not_comparable_reason([m for m in a.members if m.dataset == d], d) for d in datasets
+    }
+    # Our rows: one per configuration (unit, BN) present, the paper's ELU network first.
+    groups = list(dict.fromkeys(ms[0].group for ms in a.configs().values()))
+    ours: dict[tuple[str, str], Describe] = {}
+    for group in groups:
+        for d in datasets:
+            members = [
+                m for m in a.members if m.dataset == d and m.group == group and m.status == FINISHED
+            ]
+            values = [m.final("test/error") for m in members]
+            ours[(group, d)] = describe([v for v in values if v is not None])
 
     columns = ["cifar10", "cifar100"]
     networks: list[str] = []
@@ -365,25 +335,33 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
         else:
             note = "; ".join(f"{d}: {text}" for d, text in notes.items())
         rows.append([network] + cells + [note])
-    our_cells, diff_cells = [], []
+    paper_elu = {
+        d: find_reported(a.reported, a.experiment, f"test_error_{d}", "ELU-Network")
+        for d in columns
+    }
+    for group in groups:
+        name = _network_name(group)
+        cells = []
+        for d in columns:
+            stats = ours.get((group, d))
+            cells.append(stats.text(2) if stats and stats.n else "not run")
+            if stats is None:
+                continue
+            paper = paper_elu[d] if group == "elu" else None
+            diff = None
+            if stats.n and paper is not None and not reasons[d]:
+                diff = stats.mean - paper.value
+            csv_rows.append([name, d, "ours", stats.mean, stats.std, diff, reasons.get(d) or ""])
+        rows.append([f"**{name}**"] + cells + [a.context()])
+    diff_cells = []
     for d in columns:
-        stats = ours.get(d)
-        our_cells.append(stats.text(2) if stats and stats.n else "—")
-        paper = find_reported(a.reported, a.experiment, f"test_error_{d}", "ELU-Network")
+        stats, paper = ours.get(("elu", d)), paper_elu[d]
         if stats is None or not stats.n or paper is None:
             diff_cells.append("—")
-            diff = None
-        elif reasons[d]:
+        elif reasons.get(d):
             diff_cells.append("not comparable")
-            diff = None
         else:
-            diff = stats.mean - paper.value
-            diff_cells.append(f"{diff:+.2f}")
-        if stats is not None:
-            csv_rows.append(
-                ["ELU-Network (ours)", d, "ours", stats.mean, stats.std, diff, reasons.get(d) or ""]
-            )
-    rows.append(["**ELU-Network (ours)**"] + our_cells + [a.context()])
+            diff_cells.append(f"{stats.mean - paper.value:+.2f}")
     rows.append(
         ["ours − paper ELU-Network (pp)"]
         + diff_cells
@@ -449,8 +427,11 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
             ]
         ):
             ax = axes[row, col]
-            curve = _kcurve(members, metric)
-            plot_curve(ax, curve, label=f"ELU (n={curve.n})", color=color_for("elu"))
+            for group in groups:
+                chosen = [m for m in members if m.group == group]
+                if chosen:
+                    curve = _kcurve(chosen, metric)
+                    plot_curve(ax, curve, label=f"{group} (n={curve.n})", **_style(chosen))
             for m in members[:1]:
                 for _, end in phase_ends(m)[:-1]:
                     ax.axvline(end / 1000.0, color="gray", lw=0.7, ls=":")
@@ -459,6 +440,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
             label = data_label(members)
             panel_title(ax, "abcdefgh"[row * len(datasets) + col], f"{label}: {what}")
             ax.legend()
-    fig.suptitle(f"18-layer ELU network (dotted: phase ends) — {a.context()}")
+    fig.suptitle(f"18-layer network (dotted: phase ends) — {a.context()}")
     w.section("Learning curves")
-    w.figure(fig, "cifar_18layer_curves", f"18-layer network learning curves ({a.context()})")
+    w.figure(fig, "cifar_18layer_curves", a.caption("Table 1 network: learning curves"))
+    comparisons_section(a, w)

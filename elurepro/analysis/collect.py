@@ -1,7 +1,16 @@
-"""Find trained members under a runs folder and load what the trainer wrote for each."""
+"""Find trained members under a runs folder and load what the trainer wrote for each.
+
+Two on-disk layouts are read:
+
+- new: ``<runs>/<experiment>/<data>-<budget>/d<fp8>-c<cfg8>/<group>/s<seed>/`` with
+  ``provenance.json`` in the member folder and ``key``/``sweep``/``data`` in member.json;
+- old: ``<runs>/<experiment>/<data>-<budget>/<pop>-<hash8>/members/<id>/`` with
+  ``provenance.json`` in the population folder.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -11,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from elurepro.errors import ElureproError
+from elurepro.activations import parse_activation
+from elurepro.errors import ConfigError, ElureproError
 
 FINISHED = "finished"
 DIVERGED = "diverged"
@@ -21,8 +31,11 @@ _REQUIRED_KEYS = ("id", "experiment", "dataset", "activation", "seed", "group")
 
 
 @dataclass
-class Member:
-    """One trained network: its identity (member.json), its curves and its summary."""
+class MemberRun:
+    """One trained network as the analysis sees it: identity (member.json), curves, summary.
+
+    (The training side's description of a member to train is ``MemberSpec``.)
+    """
 
     folder: Path
     id: str
@@ -39,6 +52,71 @@ class Member:
     records: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None
+
+    @property
+    def layout(self) -> str:
+        """'old' (``.../<pop>-<hash8>/members/<id>/``) or 'new' (``.../<group>/s<seed>/``)."""
+        return "old" if self.folder.parent.name == "members" else "new"
+
+    @property
+    def sweep_folder(self) -> Path:
+        """The population folder (old layout) or the ``d<fp8>-c<cfg8>`` folder (new layout)."""
+        return self.folder.parent.parent
+
+    @property
+    def unit(self) -> str:
+        """The unit's label (``elu``, ``lrelu_alpha0.3``), as the trainer names groups."""
+        return unit_label(self.activation, self.activation_params)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Data set record (name, fingerprint, official, description): member.json, else the
+        summary, else provenance.json."""
+        for source in (self.info, self.summary or {}, self.provenance or {}):
+            data = source.get("data")
+            if isinstance(data, dict) and data:
+                return dict(data)
+        return {}
+
+    @property
+    def fingerprint(self) -> str | None:
+        value = self.data.get("fingerprint")
+        return None if value is None else str(value)
+
+    @property
+    def official(self) -> bool | None:
+        value = self.data.get("official")
+        return None if value is None else bool(value)
+
+    @property
+    def sweep(self) -> tuple[str, ...]:
+        """What a report may not mix: the trainer's sweep id (experiment, mathematics, data,
+        budget); for old-layout members, which have none, (budget, data set, fingerprint)."""
+        if self.info.get("sweep"):
+            return ("sweep", self.experiment, str(self.info["sweep"]))
+        return (
+            "legacy",
+            self.experiment,
+            self.budget or "unknown",
+            self.dataset,
+            self.fingerprint or "unknown",
+        )
+
+    @property
+    def config_tag(self) -> str | None:
+        """``c<cfg8>`` of the new layout's ``d<fp8>-c<cfg8>`` folder, else None."""
+        match = _SWEEP_FOLDER.match(self.sweep_folder.name) if self.layout == "new" else None
+        return match.group(2) if match else None
+
+    def eval_images(self, split: str) -> int | None:
+        """Images in the evaluation split `split` (``eval_images`` of summary.json, else of
+        provenance.json), if known."""
+        for source in (self.summary or {}, self.provenance or {}):
+            value = (source.get("eval_images") or {}).get(split)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return int(value)
+        return None
 
     @property
     def status(self) -> str:
@@ -85,6 +163,11 @@ class Member:
                 return float(value)
         _, ys = self.series(metric, x="step")
         return float(ys[-1]) if len(ys) else None
+
+    def epoch_series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """`series(metric)` over epochs, without epoch 0 (before training)."""
+        x, y = self.series(metric)
+        return x[x > 0], y[x > 0]
 
     def step_to_epoch(self, step: float) -> float | None:
         """Convert a step to an epoch with the step/epoch ratio the records show."""
@@ -138,7 +221,42 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return records, notes
 
 
-def load_member(folder: str | Path) -> Member:
+_SWEEP_FOLDER = re.compile(r"^d([0-9a-f]+)-c([0-9a-f]+)$")
+
+
+def unit_label(activation: str, params: dict[str, Any] | None = None) -> str:
+    """`elurepro.activations.parse_activation`'s label; a unit this registry does not know
+    keeps its name, with its parameters appended."""
+    params = dict(params or {})
+    try:
+        key = (activation, tuple(sorted(params.items())))
+        hash(key)
+    except TypeError:
+        return _label(activation, params)
+    return _cached_label(*key)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_label(activation: str, params: tuple[tuple[str, Any], ...]) -> str:
+    return _label(activation, dict(params))
+
+
+def _label(activation: str, params: dict[str, Any]) -> str:
+    try:
+        return parse_activation({"name": activation, **params}).label
+    except ConfigError:
+        return str(activation).lower() + "".join(f"_{k}{v}" for k, v in sorted(params.items()))
+
+
+def provenance_path(folder: Path) -> Path:
+    """provenance.json of a member folder (new layout) or of its population folder (old)."""
+    own = folder / "provenance.json"
+    if own.is_file() or folder.parent.name != "members":
+        return own
+    return folder.parent.parent / "provenance.json"
+
+
+def load_member(folder: str | Path) -> MemberRun:
     """Load one member folder; corrupt or missing files raise an ElureproError naming them."""
     folder = Path(folder)
     info_path = folder / "member.json"
@@ -170,8 +288,15 @@ def load_member(folder: str | Path) -> Member:
     for note in notes:
         warnings.warn(note, stacklevel=2)
 
+    provenance = None
+    prov_path = provenance_path(folder)
+    if prov_path.is_file():
+        provenance = _read_json(prov_path)
+        if not isinstance(provenance, dict):
+            raise ElureproError(f"{prov_path} must hold a JSON object")
+
     lr = info.get("lr")
-    return Member(
+    return MemberRun(
         folder=folder,
         id=str(info["id"]),
         experiment=str(info["experiment"]),
@@ -187,15 +312,16 @@ def load_member(folder: str | Path) -> Member:
         records=records,
         summary=summary,
         warnings=notes,
+        provenance=provenance,
     )
 
 
-def collect_members(runs_dir: str | Path) -> list[Member]:
+def collect_members(runs_dir: str | Path) -> list[MemberRun]:
     """Load every member found under `runs_dir`."""
     return [load_member(folder) for folder in find_member_folders(runs_dir)]
 
 
-def layer_metrics(members: list[Member], prefix: str) -> list[str]:
+def layer_metrics(members: list[MemberRun], prefix: str) -> list[str]:
     """Metric names `<prefix>/layerN` present in any member, in layer order."""
     pattern = re.compile(re.escape(prefix) + r"/layer(\d+)$")
     found = {name for m in members for name in m.metric_names() if pattern.match(name)}

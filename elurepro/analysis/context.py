@@ -9,21 +9,53 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, Member
+from elurepro.activations import parse_activation
+from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, MemberRun
 from elurepro.analysis.figures import save_figure
 from elurepro.analysis.tables import (
+    Column,
     Reported,
     budget_label,
     data_label,
     markdown_table,
+    not_comparable_reason,
     provenance,
+    record_rows,
     write_csv,
 )
+from elurepro.errors import ConfigError
+
+# The paper's units first, in its order, then the rest alphabetically.
+PAPER_UNITS = ("elu", "srelu", "lrelu", "relu")
+
+
+@dataclass(frozen=True)
+class ConfigInfo:
+    """What a configuration is, beyond its name: unit label, BN, learning rate, data set."""
+
+    name: str
+    unit: str
+    batchnorm: bool
+    lr: float | None
+    dataset: str
+
+    @property
+    def setting(self) -> tuple[str, bool, float | None]:
+        """What pairs must share apart from the unit: data set, BN, learning rate."""
+        return (self.dataset, self.batchnorm, self.lr)
+
+
+def baseline_label(spec: str) -> str:
+    """`--baseline` as a unit label: ``elu``, ``lrelu`` (= alpha 0.1) or a label as given."""
+    try:
+        return parse_activation(spec).label
+    except ConfigError:
+        return spec.lower()
 
 
 @dataclass
 class Analysis:
-    """The members of one experiment, grouped into configurations (runs with equal `group`).
+    """The members of one sweep of one experiment, grouped into configurations (equal `group`).
 
     When the members span several data sets (Table 1), a configuration is `group (dataset)`.
     """
@@ -31,25 +63,79 @@ class Analysis:
     experiment: str
     runs_dir: Path
     out_dir: Path
-    members: list[Member]
+    members: list[MemberRun]
     reported: list[Reported]
     notes: list[str] = field(default_factory=list)
+    baseline: str = "elu"
+    paper_datasets: tuple[str, ...] = ()
+    _configs: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def multi_dataset(self) -> bool:
         return len({m.dataset for m in self.members}) > 1
 
-    def config(self, member: Member) -> str:
+    def config(self, member: MemberRun) -> str:
         return f"{member.group} ({member.dataset})" if self.multi_dataset else member.group
 
-    def configs(self) -> dict[str, list[Member]]:
-        """Configuration -> its members sorted by seed; configurations in first-seen order."""
-        out: dict[str, list[Member]] = {}
-        for m in sorted(self.members, key=lambda m: (_config_order(m), m.seed)):
-            out.setdefault(self.config(m), []).append(m)
-        return out
+    def info(self, config: str) -> ConfigInfo:
+        m = self.configs()[config][0]
+        return ConfigInfo(config, m.unit, m.batchnorm, m.lr, m.dataset)
 
-    def finished(self, config: str) -> list[Member]:
+    def infos(self) -> list[ConfigInfo]:
+        return [self.info(c) for c in self.configs()]
+
+    def find_config(self, unit: str, setting: tuple[str, bool, float | None]) -> str | None:
+        """The configuration of `unit` with `setting` (data set, BN, lr), if there is one."""
+        for info in self.infos():
+            if info.unit == unit and info.setting == setting:
+                return info.name
+        return None
+
+    def units(self) -> list[str]:
+        """Unit labels present, the baseline first, then the paper's order, then the rest."""
+        units = sorted({m.unit for m in self.members}, key=_unit_order)
+        if self.baseline in units:
+            units.remove(self.baseline)
+            units.insert(0, self.baseline)
+        return units
+
+    @property
+    def not_comparable(self) -> str | None:
+        """Why these numbers are not comparable with the paper's (None when they are)."""
+        return not_comparable_reason(self.members, self.paper_datasets or None)
+
+    def caption(self, figure: str, paper_figure: bool = True) -> str:
+        """A figure caption; only a paper-budget run on the official data is a reproduction
+        of one of the paper's figures, and every other caption says it is not comparable."""
+        if self.not_comparable:
+            if paper_figure:
+                return f"{figure} layout, NOT comparable with the paper ({self.context()})"
+            return f"{figure} ({self.context()}; NOT comparable with the paper)"
+        if paper_figure:
+            return f"{figure} reproduction ({self.context()})"
+        return f"{figure} ({self.context()})"
+
+    def claims_caveat(self) -> str | None:
+        """The sentence set before any answer to the paper's claims, when not comparable."""
+        if not self.not_comparable:
+            return None
+        return (
+            "Answered for these runs only, under the statement at the top of this report: "
+            f"not comparable with the paper's numbers ({self.not_comparable})."
+        )
+
+    def configs(self) -> dict[str, list[MemberRun]]:
+        """Configuration -> its members sorted by seed; configurations in first-seen order."""
+        # Cached per list of members (the reports ask for it hundreds of times).
+        key = tuple(id(m) for m in self.members)
+        if self._configs is None or self._configs[0] != key:
+            out: dict[str, list[MemberRun]] = {}
+            for m in sorted(self.members, key=lambda m: (_config_order(m), m.seed)):
+                out.setdefault(self.config(m), []).append(m)
+            self._configs = (key, out)
+        return {c: list(ms) for c, ms in self._configs[1].items()}
+
+    def finished(self, config: str) -> list[MemberRun]:
         return [m for m in self.configs().get(config, []) if m.status == FINISHED]
 
     def finals(self, config: str, metric: str) -> dict[int, float]:
@@ -61,7 +147,7 @@ class Analysis:
                 out[m.seed] = value
         return out
 
-    def context(self, members: Sequence[Member] | None = None) -> str:
+    def context(self, members: Sequence[MemberRun] | None = None) -> str:
         """'<data set>, budget=<budget>' for figure titles."""
         members = self.members if members is None else members
         return f"{data_label(members)}, {budget_label(members)}"
@@ -80,13 +166,16 @@ class Analysis:
         return out
 
 
-def _config_order(m: Member) -> tuple:
-    # The paper's units first, in its order, then the rest alphabetically; BN after no-BN.
-    rank = {"elu": 0, "srelu": 1, "lrelu": 2, "relu": 3}
-    return (m.dataset, m.lr is None, -(m.lr or 0), m.batchnorm, rank.get(m.activation, 9), m.group)
+def _unit_order(unit: str) -> tuple:
+    return (PAPER_UNITS.index(unit) if unit in PAPER_UNITS else len(PAPER_UNITS), unit)
 
 
-def _guess_id(members: Sequence[Member], seed: int) -> str:
+def _config_order(m: MemberRun) -> tuple:
+    # Data set, learning rate (high first), no-BN before BN, then units in the paper's order.
+    return (m.dataset, m.lr is None, -(m.lr or 0), m.batchnorm, _unit_order(m.unit), m.group)
+
+
+def _guess_id(members: Sequence[MemberRun], seed: int) -> str:
     for m in members:
         if m.id.endswith(str(m.seed)):
             return m.id[: len(m.id) - len(str(m.seed))] + str(seed)
@@ -96,10 +185,12 @@ def _guess_id(members: Sequence[Member], seed: int) -> str:
 class ReportWriter:
     """Collects Markdown sections, writes tables (Markdown + CSV) and figures (PNG + PDF)."""
 
-    def __init__(self, out_dir: Path, title: str) -> None:
+    def __init__(self, out_dir: Path, title: str, banner: str | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.lines: list[str] = [f"# {title}", ""]
+        if banner:
+            self.lines += [banner, ""]
         self.tables: list[Path] = []
         self.figure_files: list[Path] = []
         self.figures: dict[str, Figure] = {}
@@ -128,6 +219,16 @@ class ReportWriter:
             self.tables.append(path)
             self.lines += [f"(CSV: `{csv_name}`)", ""]
 
+    def records(
+        self, records: Sequence[Any], columns: Sequence[Column], csv_name: str | None = None
+    ) -> None:
+        """A table of named records: Markdown from each Column's text, CSV from its value."""
+        headers, rows, csv_headers, csv_rows = record_rows(records, columns)
+        self.lines += [markdown_table(headers, rows), ""]
+        if csv_name:
+            self.csv(csv_name, csv_headers, csv_rows)
+            self.lines += [f"(CSV: `{csv_name}`)", ""]
+
     def csv(self, name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
         path = write_csv(self.out_dir / name, headers, rows)
         self.tables.append(path)
@@ -145,28 +246,36 @@ class ReportWriter:
         return path
 
 
-def requested_filter(members: Sequence[Member]) -> Callable[[str], bool]:
+def _asked_label(spec: Any) -> str:
+    try:
+        return parse_activation(spec).label
+    except ConfigError:  # a unit this registry does not know: its name as written
+        name = spec if isinstance(spec, str) else (spec or {}).get("name", "")
+        return str(name).lower()
+
+
+def requested_filter(members: Sequence[MemberRun]) -> Callable[[str], bool]:
     """Which configurations ("relu", "elu+bn") the runs' own configs asked for.
 
-    Read from the resolved config in each finished member's summary; a configuration counts as
-    requested when some run lists its activation and its BatchNorm setting. Without any recorded
-    config, everything counts as requested (absent then means missing).
+    Read from the resolved config in each member's summary (or provenance.json); a
+    configuration counts as requested when some run lists its unit (as
+    `elurepro.activations.parse_activation` labels it: {name: lrelu, alpha: 0.3} is
+    ``lrelu_alpha0.3``, not ``lrelu``) and its BatchNorm setting. Without any recorded config,
+    everything counts as requested (absent then means missing).
     """
     asked: list[tuple[set[str], set[bool]]] = []
     for m in members:
-        spec = ((m.summary or {}).get("config") or {}).get("members") or {}
+        config = (m.summary or {}).get("config") or (m.provenance or {}).get("config") or {}
+        spec = config.get("members") or {}
         if spec.get("activations") is not None:
-            names = {
-                str(a if isinstance(a, str) else a.get("name", "")).lower()
-                for a in spec["activations"]
-            }
+            names = {_asked_label(a) for a in spec["activations"]}
             asked.append((names, set(spec.get("batchnorm") or [False])))
     if not asked:
         return lambda config: True
 
     def requested(config: str) -> bool:
-        activation, bn = config.removesuffix("+bn"), config.endswith("+bn")
-        return any(activation in acts and bn in bns for acts, bns in asked)
+        unit, bn = config.removesuffix("+bn"), config.endswith("+bn")
+        return any(unit in units and bn in bns for units, bns in asked)
 
     return requested
 

@@ -7,6 +7,8 @@ never touch pyplot's global state (no display needed, safe inside other programs
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +55,11 @@ _COLORS = {
 _NAMES = {"elu": "ELU", "relu": "ReLU", "lrelu": "LReLU", "srelu": "SReLU", "prelu": "PReLU"}
 
 
-def unit_name(activation: str) -> str:
-    """The paper's spelling of a unit's name (ELU, ReLU, LReLU, SReLU)."""
-    return _NAMES.get(activation, activation.upper())
+def unit_name(unit: str) -> str:
+    """The paper's spelling of a unit's name (ELU, ReLU, LReLU, SReLU); parameters of a
+    variant as in its label (``lrelu_alpha0.3`` -> ``LReLU_alpha0.3``)."""
+    base, _, rest = unit.partition("_")
+    return _NAMES.get(base, base.upper()) + (f"_{rest}" if rest else "")
 
 
 @contextlib.contextmanager
@@ -65,11 +69,25 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-def color_for(activation: str) -> str:
-    if activation in _COLORS:
-        return _COLORS[activation]
-    palette = mpl.colormaps["tab10"].colors
-    return mpl.colors.to_hex(palette[sum(map(ord, activation)) % len(palette)])
+def color_for(unit: str) -> str:
+    """A colour per unit label, the same in every figure and every run of the analysis.
+
+    The registry's units have fixed tab10 colours; a parameter variant (``lrelu_alpha0.3``) gets
+    a lighter or darker shade of its unit's colour; any other name a colour of tab20b/tab20c
+    chosen by a hash of the name (stable across processes, unlike Python's ``hash``).
+    """
+    unit = unit.removesuffix("+bn")
+    if unit in _COLORS:
+        return mpl.colors.to_hex(_COLORS[unit])
+    digest = int(hashlib.sha256(unit.encode()).hexdigest(), 16)
+    base = unit.split("_")[0]
+    if base in _COLORS:
+        rgb = np.asarray(mpl.colors.to_rgb(_COLORS[base]))
+        amount = 0.35 + 0.25 * (digest % 101) / 100
+        target = 0.0 if (digest >> 8) % 2 else 1.0
+        return mpl.colors.to_hex(rgb * (1 - amount) + target * amount)
+    palette = list(mpl.colormaps["tab20b"].colors) + list(mpl.colormaps["tab20c"].colors)
+    return mpl.colors.to_hex(palette[digest % len(palette)])
 
 
 def new_figure(
@@ -164,3 +182,61 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     for path in paths:
         fig.savefig(path, dpi=DPI)
     return paths
+
+
+@dataclass
+class Difference:
+    """One dot-and-whisker entry: a configuration's paired differences from the baseline."""
+
+    label: str
+    unit: str
+    differences: Sequence[float]
+    p_less: float
+    p_two_sided: float
+    batchnorm: bool = False
+
+
+def _p_text(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        return "—"
+    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
+def difference_panel(ax: Axes, items: Sequence[Difference], ylabel: str) -> None:
+    """Per entry: every pair's difference (dots), their mean ± std (whisker), and the one- and
+    two-sided Wilcoxon p above it. Below zero: the configuration is lower (better)."""
+    ax.axhline(0.0, color="black", lw=0.7)
+    for i, item in enumerate(items):
+        d = np.asarray(item.differences, dtype=float)
+        color = color_for(item.unit)
+        face = "white" if item.batchnorm else color
+        if d.size:
+            jitter = (np.arange(d.size) - (d.size - 1) / 2) * min(0.04, 0.3 / d.size)
+            ax.scatter(i + jitter, d, s=9, color=color, alpha=0.55, lw=0, zorder=2)
+            spread = float(d.std(ddof=1)) if d.size > 1 else 0.0
+            ax.errorbar(
+                [i + 0.25],
+                [float(d.mean())],
+                yerr=[spread],
+                fmt="o",
+                color=color,
+                mfc=face,
+                ms=5,
+                capsize=3,
+                zorder=3,
+            )
+        text = f"p₁ {_p_text(item.p_less)}\np₂ {_p_text(item.p_two_sided)}\nn={d.size}"
+        ax.annotate(
+            text,
+            (i, 1.0),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="top",
+            fontsize=6,
+        )
+    ax.set_xticks(range(len(items)), [item.label for item in items], rotation=30, ha="right")
+    ax.set_xlim(-0.6, max(len(items), 1) - 0.4)
+    ax.set_ylabel(ylabel)
+    # Room above the data for the p annotations.
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + 0.35 * (hi - lo if hi > lo else 1.0))

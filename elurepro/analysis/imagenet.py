@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from elurepro.analysis.collect import FINISHED, Member
+from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.figures import (
     Curve,
@@ -16,6 +16,7 @@ from elurepro.analysis.figures import (
     panel_title,
     plot_curve,
 )
+from elurepro.analysis.headline import comparisons_section
 from elurepro.analysis.stats import describe
 from elurepro.analysis.tables import find_reported, fmt, not_comparable_reason
 
@@ -23,7 +24,7 @@ TOP5_TARGET = 20.0
 
 
 def iterations_to_reach(
-    member: Member, metric: str = "val/top5_error", threshold: float = TOP5_TARGET
+    member: MemberRun, metric: str = "val/top5_error", threshold: float = TOP5_TARGET
 ) -> int | None:
     """The step of the first log point with `metric` at or below `threshold`, else None."""
     x, y = member.series(metric, "step")
@@ -31,7 +32,7 @@ def iterations_to_reach(
     return int(x[hit[0]]) if hit.size else None
 
 
-def hours_per_10k(member: Member) -> float | None:
+def hours_per_10k(member: MemberRun) -> float | None:
     """Wall-clock hours per 10k iterations from the first to the last timed record."""
     x, t = member.series("wall_time", "step")
     if x.size < 2 or x[-1] <= x[0]:
@@ -39,7 +40,7 @@ def hours_per_10k(member: Member) -> float | None:
     return float((t[-1] - t[0]) / (x[-1] - x[0]) * 10_000 / 3600)
 
 
-def _kcurve(members: list[Member], metric: str) -> Curve:
+def _kcurve(members: list[MemberRun], metric: str) -> Curve:
     c = mean_curve([m.series(metric, "step") for m in members if m.status == FINISHED])
     return Curve(c.x / 1000.0, c.mean, c.std, c.n)
 
@@ -55,9 +56,7 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
     for ax, (metric, ylabel, what), letter in zip(axes[0], panels, "abc", strict=True):
         for config, members in configs.items():
             curve = _kcurve(members, metric)
-            plot_curve(
-                ax, curve, label=f"{config} (n={curve.n})", color=color_for(members[0].activation)
-            )
+            plot_curve(ax, curve, label=f"{config} (n={curve.n})", color=color_for(members[0].unit))
         if metric == "val/top5_error":
             ax.axhline(TOP5_TARGET, color="gray", lw=0.7, ls=":", label="20 %")
         ax.set_xlabel("iterations (×1000)")
@@ -66,7 +65,7 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
         ax.legend()
     fig.suptitle(f"Fig. 6, 15-layer SPP network (center crop) — {a.context()}")
     w.section("Fig. 6: learning curves")
-    w.figure(fig, "fig6_learning_curves", f"Fig. 6 reproduction ({a.context()})")
+    w.figure(fig, "fig6_learning_curves", a.caption("Fig. 6"))
 
     rows = []
     for config, members in configs.items():
@@ -106,6 +105,7 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
         csv_name="members.csv",
     )
     _paper_table(a, w)
+    comparisons_section(a, w)
 
 
 def _finished_mean(a: Analysis, config: str, fn) -> tuple[float, int, int]:
@@ -175,6 +175,8 @@ def _paper_table(a: Analysis, w: ReportWriter) -> None:
             ]
         )
     w.section("Against the paper's numbers (finished members)")
+    if a.claims_caveat():
+        w.text(a.claims_caveat())
     w.table(
         ["quantity", "configuration", "paper", "ours", "ours − paper"],
         rows,

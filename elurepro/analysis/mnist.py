@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.lines import Line2D
 
-from elurepro.analysis.collect import DIVERGED, FINISHED, Member, layer_metrics
+from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun, layer_metrics
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.figures import (
     Curve,
@@ -19,8 +20,9 @@ from elurepro.analysis.figures import (
     panel_title,
     plot_curve,
 )
-from elurepro.analysis.stats import describe
-from elurepro.analysis.tables import find_reported
+from elurepro.analysis.headline import comparisons_section
+from elurepro.analysis.stats import Describe, describe
+from elurepro.analysis.tables import Column, find_reported, record_rows
 
 MEANACT_METRICS = [
     ("act/median", 4),
@@ -33,18 +35,20 @@ MEANACT_METRICS = [
 ]
 
 
-def _style(members: Sequence[Member]) -> tuple[str, str]:
+def _style(members: Sequence[MemberRun]) -> tuple[str, str]:
     m = members[0]
-    return color_for(m.activation), "--" if m.batchnorm else "-"
+    return color_for(m.unit), "--" if m.batchnorm else "-"
 
 
-def _curve(members: Sequence[Member], metric: str, x: str = "epoch") -> Curve:
+def _curve(members: Sequence[MemberRun], metric: str, x: str = "epoch") -> Curve:
     return mean_curve([m.series(metric, x) for m in members if m.status == FINISHED])
 
 
-def _elu_config(a: Analysis) -> str | None:
+def _elu_config(a: Analysis, lr: float | None = None) -> str | None:
+    """The paper's ELU configuration (no BN; at learning rate `lr` when given)."""
     for config, members in a.configs().items():
-        if members[0].activation == "elu" and not members[0].batchnorm:
+        m = members[0]
+        if m.unit == "elu" and not m.batchnorm and (lr is None or m.lr == lr):
             return config
     return None
 
@@ -81,11 +85,14 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
         ax.legend()
     fig.suptitle(f"Fig. 2, MNIST 8×128 network — {context}")
     w.section("Fig. 2: mean activation and learning speed")
-    w.figure(fig, "fig2_mean_activation_and_loss", f"Fig. 2 reproduction ({context})")
+    w.figure(fig, "fig2_mean_activation_and_loss", a.caption("Fig. 2"))
 
     w.section("Checks of the paper's claims")
+    if a.claims_caveat():
+        w.text(a.claims_caveat())
     w.bullets(meanact_checks(a))
     _meanact_finals(a, w)
+    comparisons_section(a, w)
     _appendix_c(a, w)
     _per_epoch_csv(a, w)
 
@@ -161,6 +168,59 @@ def trajectory_variability(y: Sequence[float]) -> tuple[float, float]:
     return var, dvar
 
 
+@dataclass
+class Variability:
+    """Appendix C, one finished member and one layer: how much its median activation moves."""
+
+    config: str
+    seed: int
+    member: str
+    layer: str
+    epochs: int
+    variance: float
+    diff_variance: float
+
+
+VARIABILITY_COLUMNS: list[Column[Variability]] = [
+    Column("configuration", "configuration", lambda r: r.config),
+    Column("seed", "seed", lambda r: r.seed),
+    Column("member", "member", lambda r: r.member),
+    Column("layer", "layer", lambda r: r.layer),
+    Column("epochs", "epochs", lambda r: r.epochs),
+    Column("variance of median", "variance_of_median", lambda r: r.variance),
+    Column("variance of differences", "variance_of_differences", lambda r: r.diff_variance),
+]
+
+
+@dataclass
+class VariabilitySummary:
+    """Appendix C table row: one configuration and layer, over seeds."""
+
+    config: str
+    layer: str
+    variance: Describe
+    diff_variance: Describe
+
+
+VARIABILITY_SUMMARY_COLUMNS: list[Column[VariabilitySummary]] = [
+    Column("configuration", "configuration", lambda r: r.config),
+    Column("layer", "layer", lambda r: r.layer),
+    Column("n", "n", lambda r: r.variance.n),
+    Column(
+        "variance of median",
+        "variance_mean",
+        lambda r: r.variance.mean,
+        lambda r: f"{_sci(r.variance.mean)} ± {_sci(r.variance.std)}",
+    ),
+    Column(
+        "variance of differences",
+        "diff_variance_mean",
+        lambda r: r.diff_variance.mean,
+        lambda r: f"{_sci(r.diff_variance.mean)} ± {_sci(r.diff_variance.std)}",
+    ),
+]
+
+
 def _appendix_c(a: Analysis, w: ReportWriter) -> None:
     configs = a.configs()
     layers = ["act/median"] + layer_metrics(a.members, "act/median")
@@ -168,16 +228,15 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
         metric: metric.split("/")[-1] if metric != "act/median" else "all units"
         for metric in layers
     }
-    rows = []  # config, seed, member, layer, epochs, var, dvar
+    rows: list[Variability] = []
     for config, members in configs.items():
         for m in members:
             if m.status != FINISHED:
                 continue
             for metric in layers:
-                x, y = m.series(metric)
-                y = y[x > 0]  # the training trajectory, without the value before training
+                _, y = m.epoch_series(metric)  # the trajectory, without the value before training
                 var, dvar = trajectory_variability(y)
-                rows.append([config, m.seed, m.id, names[metric], len(y), var, dvar])
+                rows.append(Variability(config, m.seed, m.id, names[metric], len(y), var, dvar))
     w.section("Appendix C: variability of the median activation over training")
     w.text(
         "Per finished member and layer: the variance over epochs 1…E of the median (over "
@@ -185,46 +244,33 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
         "differences (population variance of the trajectory, epoch 0 excluded). "
         "Table: mean ± std over seeds."
     )
-    table = []
-    for config in configs:
-        for metric in layers:
-            sel = [r for r in rows if r[0] == config and r[3] == names[metric]]
-            v = describe([r[5] for r in sel])
-            d = describe([r[6] for r in sel])
-            table.append(
-                [
-                    config,
-                    names[metric],
-                    v.n,
-                    f"{_sci(v.mean)} ± {_sci(v.std)}",
-                    f"{_sci(d.mean)} ± {_sci(d.std)}",
-                ]
-            )
-    w.table(["configuration", "layer", "n", "variance of median", "variance of differences"], table)
-    w.csv(
-        "appendix_c.csv",
-        [
-            "configuration",
-            "seed",
-            "member",
-            "layer",
-            "epochs",
-            "variance_of_median",
-            "variance_of_differences",
-        ],
-        rows,
-    )
-    w.text("(CSV: `appendix_c.csv`)")
-    pooled = {
-        config: describe([r[5] for r in rows if r[0] == config and r[3] == "all units"])
+
+    def of(config: str, layer: str) -> list[Variability]:
+        return [r for r in rows if r.config == config and r.layer == layer]
+
+    table = [
+        VariabilitySummary(
+            config,
+            names[metric],
+            describe([r.variance for r in of(config, names[metric])]),
+            describe([r.diff_variance for r in of(config, names[metric])]),
+        )
         for config in configs
-    }
+        for metric in layers
+    ]
+    w.records(table, VARIABILITY_SUMMARY_COLUMNS)
+    _, _, csv_headers, csv_rows = record_rows(rows, VARIABILITY_COLUMNS)
+    w.csv("appendix_c.csv", csv_headers, csv_rows)
+    w.text("(CSV: `appendix_c.csv`)")
+    pooled = {config: describe([r.variance for r in of(config, "all units")]) for config in configs}
     relu = next(
-        (c for c, ms in configs.items() if ms[0].activation == "relu" and not ms[0].batchnorm), None
+        (c for c, ms in configs.items() if ms[0].unit == "relu" and not ms[0].batchnorm), None
     )
     elu = _elu_config(a)
     if relu and elu and pooled[relu].n and pooled[elu].n:
         answer = "yes" if pooled[relu].mean > pooled[elu].mean else "no"
+        if a.claims_caveat():
+            w.text(a.claims_caveat())
         w.bullets(
             [
                 "Does the pooled median activation vary more over training in ReLU than in ELU "
@@ -236,18 +282,15 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
     # Box plot with the individual seeds on top, one box per configuration and layer.
     fig, axes = new_figure(2, 1, panel=(max(5.0, 0.9 * len(layers) * len(configs) / 2), 2.6))
     width = 0.8 / max(1, len(configs))
-    for ax, column, ylabel in (
-        (axes[0, 0], 5, "variance of median over epochs"),
-        (axes[1, 0], 6, "variance of epoch-to-epoch change"),
+    for ax, field_name, ylabel in (
+        (axes[0, 0], "variance", "variance of median over epochs"),
+        (axes[1, 0], "diff_variance", "variance of epoch-to-epoch change"),
     ):
         for k, config in enumerate(configs):
             color, _ = _style(configs[config])
             for j, metric in enumerate(layers):
-                values = [
-                    r[column]
-                    for r in rows
-                    if r[0] == config and r[3] == names[metric] and math.isfinite(r[column])
-                ]
+                values = [getattr(r, field_name) for r in of(config, names[metric])]
+                values = [v for v in values if math.isfinite(v)]
                 pos = j + (k - (len(configs) - 1) / 2) * width
                 if values:
                     ax.boxplot(
@@ -268,7 +311,11 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
         ax.legend(ncols=min(4, len(configs)))
     axes[1, 0].set_xlabel("layer (median over its units)")
     fig.suptitle(f"Appendix C: variability of the median activation — {a.context()}")
-    w.figure(fig, "appendix_c_median_variability", "Appendix C: distributions over seeds")
+    w.figure(
+        fig,
+        "appendix_c_median_variability",
+        a.caption("Appendix C: distributions over seeds", paper_figure=False),
+    )
 
 
 def _per_epoch_csv(a: Analysis, w: ReportWriter) -> None:
@@ -300,7 +347,7 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
             if members[0].lr != lr:
                 continue
             color, _ = _style(members)
-            act = members[0].activation
+            act = members[0].unit + ("+bn" if members[0].batchnorm else "")
             diverged = [m for m in members if m.status == DIVERGED]
             epochs = []
             for m in diverged:
@@ -348,7 +395,7 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
     axes[0, 0].set_ylabel("reconstruction error (squared error per image)")
     fig.suptitle(f"Fig. 3, MNIST deep autoencoder — {a.context()}")
     w.section("Fig. 3: autoencoder reconstruction error")
-    w.figure(fig, "fig3_autoencoder", f"Fig. 3 reproduction ({a.context()})")
+    w.figure(fig, "fig3_autoencoder", a.caption("Fig. 3"))
     w.text(
         "× marks the last finite value of a diverged member (thin lines: diverged members; "
         "thick lines: mean over finished members; members without a summary are drawn as "
@@ -356,31 +403,49 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
     )
 
     w.section("Final reconstruction error (finished members, mean ± std)")
-    headers = [
-        "activation",
-        "lr",
-        "finished",
-        "diverged",
-        "unfinished",
-        "train recon error",
-        "test recon error",
-        "diverged at epoch",
-    ]
-    w.table(headers, [r[:8] for r in rows])
-    w.csv(
-        "final_values.csv",
-        headers[:5] + ["train_mean", "train_std", "test_mean", "test_std", "diverged_at_epoch"],
-        [r[:5] + r[8:] for r in rows],
-    )
-    w.text("(CSV: `final_values.csv`)")
-    _ae_checks(a, w, lrs)
+    w.records(rows, AE_COLUMNS, csv_name="final_values.csv")
+    if a.claims_caveat():
+        w.section("Checks of the paper's claims")
+        w.text(a.claims_caveat())
+        _ae_checks(a, w, lrs, section=False)
+    else:
+        _ae_checks(a, w, lrs)
+    comparisons_section(a, w)
+
+
+@dataclass
+class AutoencoderRow:
+    """One configuration at one learning rate: counts, final errors, divergence epochs."""
+
+    unit: str
+    lr: float | None
+    finished: int
+    diverged: int
+    unfinished: int
+    train: Describe
+    test: Describe
+    diverged_at: str
+
+
+AE_COLUMNS: list[Column[AutoencoderRow]] = [
+    Column("activation", "activation", lambda r: r.unit),
+    Column("lr", "lr", lambda r: _lr_text(r.lr)),
+    Column("finished", "finished", lambda r: r.finished),
+    Column("diverged", "diverged", lambda r: r.diverged),
+    Column("unfinished", "unfinished", lambda r: r.unfinished),
+    Column("train recon error", "train_mean", lambda r: r.train.mean, lambda r: r.train.text(2)),
+    Column("", "train_std", lambda r: r.train.std, markdown=False),
+    Column("test recon error", "test_mean", lambda r: r.test.mean, lambda r: r.test.text(2)),
+    Column("", "test_std", lambda r: r.test.std, markdown=False),
+    Column("diverged at epoch", "diverged_at_epoch", lambda r: r.diverged_at),
+]
 
 
 def _lr_text(lr: float | None) -> str:
     return "?" if lr is None else f"{lr:g}"
 
 
-def _divergence_epoch(m: Member) -> float | None:
+def _divergence_epoch(m: MemberRun) -> float | None:
     step = m.diverged_at_step
     if step is not None:
         epoch = m.step_to_epoch(step)
@@ -391,30 +456,22 @@ def _divergence_epoch(m: Member) -> float | None:
 
 
 def _ae_row(
-    a: Analysis, config: str, members: list[Member], act: str, lr: float | None, epochs: list
-) -> list:
-    train = describe(list(a.finals(config, "train/recon_error").values()))
-    test = describe(list(a.finals(config, "test/recon_error").values()))
+    a: Analysis, config: str, members: list[MemberRun], unit: str, lr: float | None, epochs: list
+) -> AutoencoderRow:
     count = {s: sum(m.status == s for m in members) for s in (FINISHED, DIVERGED, "unfinished")}
-    at = ", ".join(f"{e:.1f}" for e in epochs if e is not None) or "—"
-    return [
-        act,
-        _lr_text(lr),
-        count[FINISHED],
-        count[DIVERGED],
-        count["unfinished"],
-        train.text(2),
-        test.text(2),
-        at,
-        train.mean,
-        train.std,
-        test.mean,
-        test.std,
-        at,
-    ]
+    return AutoencoderRow(
+        unit=unit,
+        lr=lr,
+        finished=count[FINISHED],
+        diverged=count[DIVERGED],
+        unfinished=count["unfinished"],
+        train=describe(list(a.finals(config, "train/recon_error").values())),
+        test=describe(list(a.finals(config, "test/recon_error").values())),
+        diverged_at=", ".join(f"{e:.1f}" for e in epochs if e is not None) or "—",
+    )
 
 
-def _ae_checks(a: Analysis, w: ReportWriter, lrs: list) -> None:
+def _ae_checks(a: Analysis, w: ReportWriter, lrs: list, section: bool = True) -> None:
     items = []
     by_unit: dict[str, dict[float, float]] = {}
     for lr in lrs:
@@ -427,10 +484,11 @@ def _ae_checks(a: Analysis, w: ReportWriter, lrs: list) -> None:
                 if stats.n:
                     scores[config] = stats.mean
                     if metric == "test/recon_error" and lr is not None:
-                        by_unit.setdefault(members[0].activation, {})[lr] = stats.mean
+                        unit = members[0].unit + ("+bn" if members[0].batchnorm else "")
+                        by_unit.setdefault(unit, {})[lr] = stats.mean
                 else:
                     lacking.append(config)
-                if members[0].activation == "elu" and not members[0].batchnorm:
+                if members[0].unit == "elu" and not members[0].batchnorm:
                     elu = config
             question = f"lr {_lr_text(lr)}: is ELU's final {metric} the lowest?"
             items.append(_claim(question, elu, scores, lacking))
@@ -446,5 +504,6 @@ def _ae_checks(a: Analysis, w: ReportWriter, lrs: list) -> None:
             f"{unit}: do higher learning rates give lower final test/recon_error? "
             f"**{answer}** — {listing}."
         )
-    w.section("Checks of the paper's claims")
+    if section:
+        w.section("Checks of the paper's claims")
     w.bullets(items)

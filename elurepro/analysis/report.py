@@ -1,11 +1,18 @@
-"""Per experiment: collect the members, write report.md, tables and figures."""
+"""Per experiment and sweep: collect the members, write report.md, tables and figures.
+
+A runs folder at any level (``runs/<exp>``, ``runs/<exp>/<data>-<budget>``, one sweep folder)
+may hold several sweeps (budgets, data fingerprints, configurations); each gets its own report,
+in ``<out>`` when there is one and in ``<out>/<sweep name>/`` when there are several.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from matplotlib.figure import Figure
 
 from elurepro.analysis import tb_export
 from elurepro.analysis.cifar import (
@@ -13,12 +20,13 @@ from elurepro.analysis.cifar import (
     report_cifar100_11layer,
     report_cifar_18layer,
 )
-from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, Member, collect_members
-from elurepro.analysis.context import Analysis, ReportWriter, status_section
+from elurepro.analysis.collect import UNFINISHED, MemberRun, collect_members
+from elurepro.analysis.context import Analysis, ReportWriter, baseline_label, status_section
 from elurepro.analysis.figures import paper_style
 from elurepro.analysis.imagenet import report_imagenet
 from elurepro.analysis.mnist import report_mnist_autoencoder, report_mnist_meanact
-from elurepro.analysis.tables import load_reported
+from elurepro.analysis.sweeps import Sweep, partition, select_members
+from elurepro.analysis.tables import load_reported, markdown_table
 from elurepro.errors import ConfigError, ElureproError
 
 
@@ -28,6 +36,7 @@ class Experiment:
     report: Callable[[Analysis, ReportWriter], None]
     expected: tuple[str, ...] = ()  # configurations the paper has; absent ones are reported
     single_dataset: bool = True
+    paper_datasets: tuple[str, ...] = ()  # the data the paper's numbers are for
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -35,35 +44,44 @@ EXPERIMENTS: dict[str, Experiment] = {
         "Mean activations and learning speed on MNIST (Fig. 2, Appendix C)",
         report_mnist_meanact,
         ("elu", "lrelu", "relu"),
+        paper_datasets=("mnist",),
     ),
-    "mnist_autoencoder": Experiment("Deep autoencoder on MNIST (Fig. 3)", report_mnist_autoencoder),
+    "mnist_autoencoder": Experiment(
+        "Deep autoencoder on MNIST (Fig. 3)", report_mnist_autoencoder, paper_datasets=("mnist",)
+    ),
     "cifar100_11layer": Experiment(
         "11-layer CNN, activations with and without BN (Fig. 4, Fig. 5, §6 tests)",
         report_cifar100_11layer,
         tuple(CIFAR100_11LAYER_CONFIGS),
+        paper_datasets=("cifar100",),
     ),
     "cifar_18layer": Experiment(
         "18-layer ELU CNN on CIFAR-10 and CIFAR-100 (Table 1)",
         report_cifar_18layer,
         single_dataset=False,
+        paper_datasets=("cifar10", "cifar100"),
     ),
     "imagenet_15layer_spp": Experiment(
         "15-layer SPP network on ImageNet, ELU vs ReLU (Fig. 6)",
         report_imagenet,
         ("elu", "relu"),
+        paper_datasets=("imagenet",),
     ),
 }
 
 
 @dataclass
 class AnalysisResult:
-    """Where the analysis wrote its output, and what the user should look at."""
+    """Where the analysis wrote one sweep's output, and what the user should look at."""
 
     report: Path
     tables: list[Path]
     figures: list[Path]
     attention: list[str] = field(default_factory=list)
     tensorboard: str | None = None
+    sweep: str = ""  # one line: experiment, data, budget, fingerprint, configuration
+    not_comparable: str | None = None
+    figure_objects: dict[str, Figure] = field(default_factory=dict, repr=False)
 
 
 def default_reported_csv() -> Path:
@@ -72,43 +90,7 @@ def default_reported_csv() -> Path:
     return repo if repo.is_file() else Path("results") / "reported.csv"
 
 
-_RANK = {FINISHED: 0, DIVERGED: 1}
-
-
-def select_members(members: list[Member], experiment: str) -> tuple[list[Member], list[str]]:
-    """Members of `experiment`, one per (data set, group, seed); notes on what was set aside.
-
-    Of duplicates, a finished member beats a diverged one, which beats an unfinished one;
-    two finished duplicates are an error (which one counts is the user's decision).
-    """
-    notes = []
-    others = sorted({m.experiment for m in members if m.experiment != experiment})
-    if others:
-        count = sum(m.experiment != experiment for m in members)
-        notes.append(f"ignored {count} member(s) of other experiments ({', '.join(others)})")
-    chosen: dict[tuple, Member] = {}
-    for m in (m for m in members if m.experiment == experiment):
-        key = (m.dataset, m.group, m.seed)
-        held = chosen.get(key)
-        if held is None:
-            chosen[key] = m
-            continue
-        if held.status == m.status == FINISHED:
-            raise ElureproError(
-                f"two finished members for group {m.group!r}, seed {m.seed} "
-                f"({m.dataset}): {held.folder} and {m.folder}; move one out of the runs "
-                "folder or pass a narrower folder"
-            )
-        keep, drop = sorted([held, m], key=lambda x: _RANK.get(x.status, 2))
-        chosen[key] = keep
-        notes.append(
-            f"duplicate: {drop.id} ({drop.status}) in {drop.folder} is set aside in favour "
-            f"of the {keep.status} member in {keep.folder}"
-        )
-    return list(chosen.values()), notes
-
-
-def cut_unfinished(members: list[Member]) -> str | None:
+def cut_unfinished(members: list[MemberRun]) -> str | None:
     """--partial: every member cut at the last step all unfinished ones reached, and counted as
     finished there. Returns the sentence the report opens with."""
     unfinished = [m for m in members if m.status == UNFINISHED and m.records]
@@ -120,16 +102,100 @@ def cut_unfinished(members: list[Member]) -> str | None:
         m.records = [r for r in m.records if r["step"] <= cut]
         epoch = next((r.get("epoch") for r in reversed(m.records) if "epoch" in r), epoch)
         if m.status == UNFINISHED:
-            # The population folder's provenance.json (written when training starts) stands in
-            # for the summary's hardware, software and data fields.
-            prov_path = m.folder.parent.parent / "provenance.json"
-            prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
-            m.summary = {**prov, "status": FINISHED, "final": {}, "partial_at_step": cut}
+            # provenance.json (the member folder's in the new layout, the population folder's in
+            # the old one; written when training starts) stands in for the summary's hardware,
+            # software and data fields.
+            prov = dict(m.provenance or {})
+            m.summary = {**prov, "status": "finished", "final": {}, "partial_at_step": cut}
     return (
         f"**PARTIAL ANALYSIS (`--partial`)**: {len(unfinished)} member(s) had not finished; every "
         f"member is cut at step {cut} (epoch {epoch}) and its values there are reported as final. "
         "This is not the end of the protocol."
     )
+
+
+def banner(a: Analysis) -> str:
+    """The statement at the top of every report: comparable with the paper's numbers or not."""
+    reason = a.not_comparable
+    if reason is None:
+        return f"**Comparable with the paper:** budget=paper on the official data ({a.context()})."
+    return (
+        f"**NOT COMPARABLE WITH THE PAPER'S NUMBERS.** {reason[0].upper() + reason[1:]}. "
+        "Every number, figure and answer to the paper's claims below is about these runs "
+        "only; where the paper's numbers are shown, they are for reference."
+    )
+
+
+def _experiment_members(experiment: str, runs_dir: Path) -> tuple[list[MemberRun], list[str]]:
+    everything = collect_members(runs_dir)
+    if not everything:
+        raise ElureproError(f"no member folders (with a member.json) under {runs_dir}")
+    members = [m for m in everything if m.experiment == experiment]
+    notes = []
+    others = sorted({m.experiment for m in everything if m.experiment != experiment})
+    if others:
+        count = len(everything) - len(members)
+        notes.append(f"ignored {count} member(s) of other experiments ({', '.join(others)})")
+    if not members:
+        found = sorted({m.experiment for m in everything})
+        raise ElureproError(
+            f"no members of experiment {experiment} under {runs_dir} (found: {', '.join(found)})"
+        )
+    return members, notes
+
+
+def find_sweeps(experiment: str, runs_dir: str | Path) -> tuple[Experiment, list[Sweep], list[str]]:
+    """The sweeps of `experiment` under `runs_dir` and notes on what was left out."""
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(
+            f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}"
+        )
+    spec = EXPERIMENTS[experiment]
+    members, notes = _experiment_members(experiment, Path(runs_dir))
+    return spec, partition(members, multi_dataset=not spec.single_dataset), notes
+
+
+def analyze_all(
+    experiment: str,
+    runs_dir: str | Path,
+    out_dir: str | Path,
+    reported_csv: str | Path | None = None,
+    tensorboard: bool = True,
+    partial: bool = False,
+    baseline: str = "elu",
+    sweeps: tuple[Experiment, list[Sweep], list[str]] | None = None,
+) -> list[AnalysisResult]:
+    """One report per sweep of `experiment` under `runs_dir` (see the module docstring)."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    reported = load_reported(reported_csv or default_reported_csv())
+    spec, found, notes = sweeps or find_sweeps(experiment, runs_dir)
+    several = len(found) > 1
+    if several:
+        notes = notes + [
+            f"{runs_dir} holds {len(found)} sweeps (budgets, data or configurations); each has "
+            "its own report, and no member of one stands in for a member of another"
+        ]
+    results = []
+    for sweep in found:
+        out = out_dir / sweep.name if several else out_dir
+        results.append(
+            _analyze_sweep(
+                spec,
+                experiment,
+                sweep,
+                runs_dir,
+                out,
+                reported,
+                notes,
+                tensorboard,
+                partial,
+                baseline_label(baseline),
+                several,
+            )
+        )
+    if several:
+        _write_index(out_dir, experiment, runs_dir, found, results)
+    return results
 
 
 def analyze(
@@ -139,43 +205,110 @@ def analyze(
     reported_csv: str | Path | None = None,
     tensorboard: bool = True,
     partial: bool = False,
+    baseline: str = "elu",
 ) -> AnalysisResult:
-    """Analyze the runs of one experiment and write report.md, CSV tables and figures."""
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(
-            f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}"
-        )
-    spec = EXPERIMENTS[experiment]
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    reported = load_reported(reported_csv or default_reported_csv())
-    everything = collect_members(runs_dir)
-    if not everything:
-        raise ElureproError(f"no member folders (with a member.json) under {runs_dir}")
-    members, notes = select_members(everything, experiment)
-    if not members:
-        found = sorted({m.experiment for m in everything})
+    """The report of the one sweep of `experiment` under `runs_dir`; several sweeps raise
+    (use `analyze_all`, as the command line does)."""
+    found = find_sweeps(experiment, runs_dir)
+    if len(found[1]) > 1:
         raise ElureproError(
-            f"no members of experiment {experiment} under {runs_dir} (found: {', '.join(found)})"
+            f"{runs_dir} holds {len(found[1])} sweeps of {experiment} ("
+            + "; ".join(s.label for s in found[1])
+            + "); analyze_all writes one report per sweep"
         )
-    datasets = sorted({m.dataset for m in members})
-    if spec.single_dataset and len(datasets) > 1:
-        raise ElureproError(
-            f"the {experiment} members under {runs_dir} use several data sets "
-            f"({', '.join(datasets)}); analyze each population folder separately"
-        )
+    (result,) = analyze_all(
+        experiment, runs_dir, out_dir, reported_csv, tensorboard, partial, baseline, found
+    )
+    return result
 
+
+def _analyze_sweep(
+    spec: Experiment,
+    experiment: str,
+    sweep: Sweep,
+    runs_dir: Path,
+    out_dir: Path,
+    reported: list,
+    notes: Sequence[str],
+    tensorboard: bool,
+    partial: bool,
+    baseline: str,
+    several: bool,
+) -> AnalysisResult:
+    members, dup_notes = select_members(sweep.members)
     cut_note = cut_unfinished(members) if partial else None
-    a = Analysis(experiment, runs_dir, out_dir, members, reported, notes)
-    w = ReportWriter(out_dir, f"{experiment}: {spec.title}")
+    a = Analysis(
+        experiment,
+        runs_dir,
+        out_dir,
+        members,
+        reported,
+        list(notes) + dup_notes,
+        baseline=baseline,
+        paper_datasets=spec.paper_datasets,
+    )
+    w = ReportWriter(out_dir, f"{experiment}: {spec.title}", banner=banner(a))
+    w.text(f"Sweep: {sweep.label}.")
     if cut_note:
         w.text(cut_note)
-    with paper_style():
+    with paper_style(), warnings.catch_warnings():
+        # Empty panels (a unit without a metric) are fine; their legends need not say so.
+        warnings.filterwarnings("ignore", message="No artists with labels found")
         attention = status_section(a, w, spec.expected)
         spec.report(a, w)
     tb_note = None
     if tensorboard:
-        tb_note = tb_export.export(runs_dir, members, w.figures, experiment)
+        tb_note = tb_export.export(
+            runs_dir, members, w.figures, experiment, sweep.name if several else ""
+        )
         w.section("TensorBoard")
         w.text(tb_note)
     report = w.write()
-    return AnalysisResult(report, w.tables, w.figure_files, attention, tb_note)
+    return AnalysisResult(
+        report,
+        w.tables,
+        w.figure_files,
+        attention,
+        tb_note,
+        sweep.label,
+        a.not_comparable,
+        dict(w.figures),
+    )
+
+
+def _write_index(
+    out_dir: Path,
+    experiment: str,
+    runs_dir: Path,
+    sweeps: Sequence[Sweep],
+    results: Sequence[AnalysisResult],
+) -> Path:
+    rows = []
+    for sweep, result in zip(sweeps, results, strict=True):
+        rows.append(
+            [
+                f"[{sweep.name}]({sweep.name}/report.md)",
+                "/".join(sweep.budgets),
+                ", ".join(f"{d} (data {fp})" for d, fp in sweep.fingerprints.items()),
+                "/".join(sweep.config_tags) or "—",
+                len(sweep.members),
+                "comparable"
+                if result.not_comparable is None
+                else "NOT comparable: " + result.not_comparable,
+            ]
+        )
+    text = "\n".join(
+        [
+            f"# {experiment}: one report per sweep",
+            "",
+            f"{runs_dir} holds several sweeps; a report never mixes budgets, data "
+            "fingerprints or configurations.",
+            "",
+            markdown_table(["report", "budget", "data", "configuration", "members", "paper"], rows),
+            "",
+        ]
+    )
+    path = out_dir / "index.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -59,23 +60,97 @@ def pair_by_seed(a: Mapping[int, float], b: Mapping[int, float]) -> Pairing:
 
 
 def smallest_exact_p(n: int) -> tuple[float, float]:
-    """Smallest p the exact signed-rank test can give with n untied pairs: (one-, two-sided)."""
+    """Smallest p the exact signed-rank test can give with n non-zero pairs: (one-, two-sided).
+
+    Ties among |differences| do not change it: only the all-one-sign pattern reaches it.
+    """
     if n <= 0:
         return math.nan, math.nan
     return 0.5**n, min(1.0, 2 * 0.5**n)
 
 
-def _method_name(d: np.ndarray) -> str:
-    # Mirrors scipy's method='auto' choice so the report can say which p it got.
+# Exhaustive sign-flip enumeration (2^n patterns) is used for tied |differences| up to here;
+# beyond, scipy's normal approximation.
+MAX_PERMUTATION_PAIRS = 16
+# scipy's exact signed-rank distribution is used up to here (its own 'auto' limit).
+MAX_EXACT_PAIRS = 50
+
+EXACT = "exact"
+EXACT_NO_ZEROS = "exact with zeros removed"
+PERMUTATION = "exact permutation (mid-ranks for tied magnitudes)"
+NORMAL = "normal approximation (tie-corrected)"
+NOT_COMPUTABLE = "not computable (no non-zero differences)"
+
+
+@dataclass(frozen=True)
+class SignedRank:
+    """Wilcoxon signed-rank test of differences d (H1 for `p_less`: d centred below zero).
+
+    `v` is V = W+, the sum of the ranks of the positive differences (R's ``V``, scipy's one-sided
+    statistic); `w` is min(W+, W-), scipy's two-sided statistic. Zero differences are removed
+    before ranking (Wilcoxon's method) and counted in `zeros`; `tied` counts the non-zero
+    differences whose |d| equals another's. `method` says what scipy was asked to do.
+    """
+
+    n: int
+    n_nonzero: int
+    zeros: int
+    tied: int
+    v: float
+    w: float
+    p_less: float
+    p_two_sided: float
+    method: str
+    z: float = math.nan
+
+
+def signed_rank(d: Sequence[float]) -> SignedRank:
+    """Wilcoxon signed-rank test of the paired differences `d` with an explicit scipy method.
+
+    Without zeros and ties: scipy's exact null distribution. Zeros are removed first (the exact
+    test then runs on the non-zero pairs). Tied |d| make that distribution wrong, so up to
+    MAX_PERMUTATION_PAIRS pairs scipy enumerates all 2^n sign flips with mid-ranks; beyond
+    that, and beyond MAX_EXACT_PAIRS, the tie-corrected normal approximation.
+    """
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1:
+        raise ValueError(f"need a 1-d array of differences, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("differences must be finite")
     nonzero = d[d != 0]
-    has_ties = len(np.unique(np.abs(nonzero))) < len(nonzero)
-    if len(d) > 50:
-        return "normal approximation"
-    if not has_ties and len(nonzero) == len(d):
-        return "exact"
-    if len(d) <= 13:
-        return "exact permutation (ties or zero differences)"
-    return "normal approximation (ties or zero differences)"
+    n, k = int(d.size), int(nonzero.size)
+    _, counts = np.unique(np.abs(nonzero), return_counts=True)
+    tied = int(counts[counts > 1].sum())
+    if k == 0:
+        return SignedRank(n, 0, n, 0, math.nan, math.nan, math.nan, math.nan, NOT_COMPUTABLE)
+    z = math.nan
+    if tied == 0 and k <= MAX_EXACT_PAIRS:
+        method: Any = "exact"
+        label = EXACT if k == n else EXACT_NO_ZEROS
+    elif tied and k <= MAX_PERMUTATION_PAIRS:
+        # n_resamples=inf: every one of the 2^k sign patterns, i.e. the exact conditional
+        # distribution given the mid-ranks.
+        method = stats.PermutationMethod(n_resamples=np.inf)
+        label = PERMUTATION + ("" if k == n else ", zeros removed")
+    else:
+        method = "asymptotic"
+        label = NORMAL + ("" if k == n else ", zeros removed")
+    less = stats.wilcoxon(nonzero, alternative="less", method=method)
+    two = stats.wilcoxon(nonzero, alternative="two-sided", method=method)
+    if method == "asymptotic":
+        z = float(less.zstatistic)
+    return SignedRank(
+        n=n,
+        n_nonzero=k,
+        zeros=n - k,
+        tied=tied,
+        v=float(less.statistic),
+        w=float(two.statistic),
+        p_less=float(less.pvalue),
+        p_two_sided=float(two.pvalue),
+        method=label,
+        z=z,
+    )
 
 
 def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, str]:
@@ -88,17 +163,19 @@ def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, st
     b = np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"need two equally long 1-d samples, got shapes {a.shape}, {b.shape}")
-    d = a - b
-    if d.size == 0 or np.all(d == 0):
-        return math.nan, math.nan, "not computable (no non-zero differences)"
-    less = stats.wilcoxon(a, b, alternative="less", method="auto")
-    two = stats.wilcoxon(a, b, alternative="two-sided", method="auto")
-    return float(less.pvalue), float(two.pvalue), _method_name(d)
+    if a.size == 0:
+        return math.nan, math.nan, NOT_COMPUTABLE
+    test = signed_rank(a - b)
+    return test.p_less, test.p_two_sided, test.method
 
 
 @dataclass
 class Comparison:
-    """A paired comparison of configuration A against B on one metric (lower is better)."""
+    """A paired comparison of configuration A against B on one metric (lower is better).
+
+    With a `resolution`, both sides are rounded to multiples of it (an error rate's 100/N) and
+    the differences are taken in those integer units, so that float noise cannot break ties.
+    """
 
     label: str
     metric: str
@@ -118,10 +195,26 @@ class Comparison:
     only_a: list[int] = field(default_factory=list)
     only_b: list[int] = field(default_factory=list)
     note: str = ""
+    n_nonzero: int = 0
+    tied: int = 0
+    v: float = math.nan
+    w: float = math.nan
+    z: float = math.nan
+    differences: list[float] = field(default_factory=list)
+    resolution: float | None = None
 
     @property
     def k_of_n(self) -> str:
         return f"{self.a_wins} of {self.n}"
+
+    @property
+    def b_wins(self) -> int:
+        return self.n - self.a_wins - self.ties
+
+    @property
+    def mean_difference(self) -> float:
+        """Mean of the paired differences A - B (NaN without pairs)."""
+        return float(np.mean(self.differences)) if self.differences else math.nan
 
 
 def compare(
@@ -132,6 +225,7 @@ def compare(
     group_b: str,
     metric: str,
     label: str | None = None,
+    resolution: float | None = None,
 ) -> Comparison:
     """Pair `a` and `b` by seed and test whether A's values are lower than B's.
 
@@ -141,6 +235,12 @@ def compare(
     finite = np.isfinite(pairing.a) & np.isfinite(pairing.b)
     seeds = [s for s, ok in zip(pairing.seeds, finite, strict=True) if ok]
     xa, xb = pairing.a[finite], pairing.b[finite]
+    if resolution:
+        # Integer units: equal counts give exactly equal values and exactly zero differences.
+        units = np.rint(xa / resolution) - np.rint(xb / resolution)
+        xa, xb = np.rint(xa / resolution) * resolution, np.rint(xb / resolution) * resolution
+    else:
+        units = xa - xb
     notes = []
     if pairing.only_a:
         notes.append(f"{group_a} seed(s) {pairing.only_a} have no {group_b} partner")
@@ -152,29 +252,39 @@ def compare(
     n = len(seeds)
     if n == 0:
         notes.insert(0, "no pairs: the test cannot be computed")
-        p_less, p_two, method = math.nan, math.nan, "not computable (no pairs)"
+        test = SignedRank(
+            0, 0, 0, 0, math.nan, math.nan, math.nan, math.nan, "not computable (no pairs)"
+        )
     else:
-        p_less, p_two, method = wilcoxon_p(xa, xb)
-    min_less, min_two = smallest_exact_p(n)
+        test = signed_rank(units)
+    min_less, min_two = smallest_exact_p(test.n_nonzero)
+    scale = resolution or 1.0
     return Comparison(
         label=label or f"{group_a} vs {group_b}",
         metric=metric,
         group_a=group_a,
         group_b=group_b,
         n=n,
-        a_wins=int(np.sum(xa < xb)),
-        ties=int(np.sum(xa == xb)),
-        p_less=p_less,
-        p_two_sided=p_two,
+        a_wins=int(np.sum(units < 0)),
+        ties=int(np.sum(units == 0)),
+        p_less=test.p_less,
+        p_two_sided=test.p_two_sided,
         min_p_less=min_less,
         min_p_two_sided=min_two,
-        method=method,
+        method=test.method,
         mean_a=float(np.mean(xa)) if n else math.nan,
         mean_b=float(np.mean(xb)) if n else math.nan,
         seeds=seeds,
         only_a=pairing.only_a,
         only_b=pairing.only_b,
         note="; ".join(notes),
+        n_nonzero=test.n_nonzero,
+        tied=test.tied,
+        v=test.v,
+        w=test.w,
+        z=test.z,
+        differences=[float(u) * scale for u in units],
+        resolution=resolution,
     )
 
 

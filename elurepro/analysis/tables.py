@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from elurepro.analysis.collect import Member
+from elurepro.analysis.collect import MemberRun
 from elurepro.errors import ElureproError
 
 REPORTED_COLUMNS = ("experiment", "quantity", "configuration", "value", "unit", "note")
@@ -22,6 +22,46 @@ _DATASET_NAMES = {
     "imagenet": "ImageNet",
     "tiny-imagenet-10": "Tiny ImageNet (10 classes)",
 }
+
+
+# How each reduced budget differs from the paper's protocol (README, "Budgets").
+BUDGET_MEANING = {
+    "short": "1/10 of the paper's training length",
+    "demo": "1/100 of the paper's training length",
+    "smoke": "a few steps on small subsets, a pipeline check",
+}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Column(Generic[T]):
+    """One column of a table built from records: a header, a CSV header and how to get the
+    value (CSV) and its text (Markdown) from a record. A new metric is one more Column."""
+
+    header: str
+    csv: str
+    value: Callable[[T], Any]
+    text: Callable[[T], Any] | None = None
+    markdown: bool = True
+    in_csv: bool = True
+
+    def cell(self, record: T) -> Any:
+        return (self.text or self.value)(record)
+
+
+def record_rows(
+    records: Sequence[T], columns: Sequence[Column[T]]
+) -> tuple[list[str], list[list[Any]], list[str], list[list[Any]]]:
+    """(Markdown headers, Markdown rows, CSV headers, CSV rows) of `records`."""
+    md = [c for c in columns if c.markdown]
+    cs = [c for c in columns if c.in_csv]
+    return (
+        [c.header for c in md],
+        [[c.cell(r) for c in md] for r in records],
+        [c.csv for c in cs],
+        [[c.value(r) for c in cs] for r in records],
+    )
 
 
 @dataclass(frozen=True)
@@ -114,30 +154,39 @@ def write_csv(path: str | Path, headers: Sequence[str], rows: Sequence[Sequence[
     return path
 
 
-def _data(member: Member) -> dict[str, Any]:
-    return dict((member.summary or {}).get("data") or {})
+def _data(member: MemberRun) -> dict[str, Any]:
+    return member.data
 
 
-def dataset_label(name: str, official: bool | None) -> str:
-    """Human name of a data set; a non-official copy says so (the lossy CIFAR-10 copy)."""
+def dataset_label(name: str, official: bool | None, description: str | None = None) -> str:
+    """Human name of a data set; a non-official copy says so, with the trainer's description
+    when it gave one (the only non-official CIFAR-10 of old runs was the lossy copy)."""
     pretty = _DATASET_NAMES.get(name, name)
     if official is False:
+        if description:
+            return f"{description} (not the official {pretty})"
         return "lossy CIFAR-10 copy" if name == "cifar10" else f"{pretty} (not the official data)"
     return pretty
 
 
-def data_label(members: Sequence[Member]) -> str:
-    """Data set label for titles, from the summaries (member.json when none has one)."""
+def member_data_label(member: MemberRun) -> str:
+    data = member.data
+    return dataset_label(
+        str(data.get("name", member.dataset)), data.get("official"), data.get("description")
+    )
+
+
+def data_label(members: Sequence[MemberRun]) -> str:
+    """Data set label for titles, from member.json, the summaries or provenance.json."""
     labels = []
     for m in members:
-        data = _data(m)
-        label = dataset_label(str(data.get("name", m.dataset)), data.get("official"))
+        label = member_data_label(m)
         if label not in labels:
             labels.append(label)
     return ", ".join(labels) if labels else "no data"
 
 
-def budget_label(members: Sequence[Member]) -> str:
+def budget_label(members: Sequence[MemberRun]) -> str:
     budgets = sorted({m.budget or "unknown" for m in members})
     return "budget=" + "/".join(budgets) if budgets else "budget=?"
 
@@ -149,7 +198,7 @@ def _counted(values: Iterable[str]) -> str:
     return ", ".join(f"{value} ({n} members)" for value, n in counts.most_common())
 
 
-def provenance(members: Sequence[Member]) -> str:
+def provenance(members: Sequence[MemberRun]) -> str:
     """One line: budget, device, torch, data set (official or not), git commit."""
     summarized = [m for m in members if m.summary is not None]
     if not summarized:
@@ -162,8 +211,7 @@ def provenance(members: Sequence[Member]) -> str:
         kind = {True: "official", False: "NOT official"}.get(official, "official: unknown")
         fingerprint = data.get("fingerprint")
         fp = f", fingerprint {str(fingerprint)[:12]}" if fingerprint else ""
-        label = dataset_label(str(data.get("name", m.dataset)), official)
-        datas.append(f"{label} ({kind}{fp})")
+        datas.append(f"{member_data_label(m)} ({kind}{fp})")
     return (
         f"Provenance: {budget_label(members)}; "
         f"device: {_counted(str(s.get('device', '?')) for s in summaries)}; "
@@ -174,23 +222,43 @@ def provenance(members: Sequence[Member]) -> str:
     )
 
 
-def not_comparable_reason(members: Sequence[Member], paper_dataset: str | None) -> str | None:
-    """Why our numbers cannot be set against the paper's, or None when they can."""
+def not_comparable_reason(
+    members: Sequence[MemberRun], paper_dataset: str | Sequence[str] | None
+) -> str | None:
+    """Why these members' numbers cannot be set against the paper's, or None when they can.
+
+    Not comparable: another data set than the paper's, data whose checksums are not the
+    official release's (named, with the trainer's description), or any budget but `paper`.
+    """
     reasons = []
     datasets = sorted({m.dataset for m in members})
-    if paper_dataset is not None and datasets != [paper_dataset]:
+    papers = [paper_dataset] if isinstance(paper_dataset, str) else list(paper_dataset or [])
+    others = [d for d in datasets if papers and d not in papers]
+    if others:
         reasons.append(
-            f"the paper's numbers are for {dataset_label(paper_dataset, True)}, "
-            f"these runs used {', '.join(dataset_label(d, None) for d in datasets)}"
+            f"the paper's numbers are for {', '.join(dataset_label(d, True) for d in papers)}, "
+            f"these runs used {', '.join(dataset_label(d, None) for d in others)}"
         )
-    unofficial = sorted({m.dataset for m in members if _data(m).get("official") is False})
+    unofficial: dict[str, MemberRun] = {}
+    for m in members:
+        if m.official is False:
+            unofficial.setdefault(m.dataset, m)
     if unofficial:
-        reasons.append(
-            "made on non-official data ("
-            + ", ".join(dataset_label(d, False) for d in unofficial)
-            + ")"
-        )
+        described = []
+        for d in sorted(unofficial):
+            m = unofficial[d]
+            why = m.data.get("description")
+            if why:
+                described.append(f"{_DATASET_NAMES.get(d, d)}: {why}")
+            else:
+                described.append(
+                    f"{member_data_label(m)}: its files' checksums are not the official release's"
+                )
+        reasons.append("made on non-official data (" + "; ".join(described) + ")")
     budgets = sorted({m.budget or "unknown" for m in members if m.budget != "paper"})
     if budgets:
-        reasons.append(f"reduced budget ({', '.join(budgets)}), not the paper's")
+        meaning = ", ".join(
+            f"{b}: {BUDGET_MEANING[b]}" if b in BUDGET_MEANING else b for b in budgets
+        )
+        reasons.append(f"reduced budget ({meaning}), not the paper's")
     return "; ".join(reasons) or None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from elurepro.analysis.collect import FINISHED, Member
+from elurepro.analysis.collect import FINISHED, MemberRun
 
 HPARAMS_DIR = "_hparams"
 FIGURES_DIR = "_figures"
@@ -21,14 +21,16 @@ def _clear_events(folder: Path) -> None:
             path.unlink()
 
 
-def hparams_of(member: Member) -> dict[str, bool | int | float | str]:
+def hparams_of(member: MemberRun) -> dict[str, bool | int | float | str]:
     hp: dict[str, bool | int | float | str] = {
         "activation": member.activation,
+        "unit": member.unit,
         "batchnorm": member.batchnorm,
         "seed": member.seed,
         "dataset": member.dataset,
         "group": member.group,
         "budget": member.budget or "unknown",
+        "data_fingerprint": member.fingerprint or "unknown",
     }
     if member.lr is not None:
         hp["lr"] = member.lr
@@ -38,7 +40,7 @@ def hparams_of(member: Member) -> dict[str, bool | int | float | str]:
     return hp
 
 
-def final_metrics(member: Member) -> dict[str, float]:
+def final_metrics(member: MemberRun) -> dict[str, float]:
     final = (member.summary or {}).get("final") or {}
     return {
         f"final/{name}": float(value)
@@ -48,10 +50,18 @@ def final_metrics(member: Member) -> dict[str, float]:
 
 
 def export(
-    runs_dir: str | Path, members: Sequence[Member], figures: Mapping[str, Figure], tag: str
+    runs_dir: str | Path,
+    members: Sequence[MemberRun],
+    figures: Mapping[str, Figure],
+    tag: str,
+    sweep: str = "",
 ) -> str:
-    """Write HParams and figures under `runs_dir`; returns a one-line note, never raises."""
+    """Write HParams and figures under `runs_dir` (in `<sweep>/` subfolders when a runs folder
+    holds several sweeps, so that two budgets' records never mix); returns a one-line note,
+    never raises."""
     runs_dir = Path(runs_dir)
+    hparams_dir = runs_dir / HPARAMS_DIR / sweep
+    figures_dir = runs_dir / FIGURES_DIR / sweep
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception as err:  # optional dependency: the analysis goes on without it
@@ -64,12 +74,12 @@ def export(
                 continue
             name = m.id if m.id not in used else f"{m.id}-{m.population}"
             used.add(name)
-            folder = runs_dir / HPARAMS_DIR / name
+            folder = hparams_dir / name
             _clear_events(folder)
             with SummaryWriter(log_dir=str(folder)) as writer:
                 writer.add_hparams(hparams_of(m), final_metrics(m), run_name=".")
             count += 1
-        folder = runs_dir / FIGURES_DIR
+        folder = figures_dir
         _clear_events(folder)
         with SummaryWriter(log_dir=str(folder)) as writer:
             for stem, fig in figures.items():
@@ -79,6 +89,6 @@ def export(
             f"TensorBoard output failed ({type(err).__name__}: {err}); tables and figures are fine"
         )
     return (
-        f"TensorBoard: HParams of {count} finished members in {runs_dir / HPARAMS_DIR}, "
-        f"figures in {runs_dir / FIGURES_DIR} (tensorboard --logdir {runs_dir})"
+        f"TensorBoard: HParams of {count} finished members in {hparams_dir}, "
+        f"figures in {figures_dir} (tensorboard --logdir {runs_dir})"
     )
