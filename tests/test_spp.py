@@ -1,4 +1,4 @@
-"""The ImageNet SPP net (PAPER.md §5.5): pyramid pooling, shapes, parameter count, init."""
+"""The ImageNet SPP net (docs/protocol.md §5.5): pyramid pooling, shapes, parameter count, init."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_small_sppnet_output_shape(size: int) -> None:
 def test_default_parameter_count_matches_the_layer_list() -> None:
     with torch.device("meta"):
         net = SPPNet(activation=activation_factory("relu"))
-    # Independent count: PAPER.md §5.5 layer list with U23/U24 (7x7 map into a {4,2,1} pyramid).
+    # Independent count: docs/protocol.md §5.5 layer list with U23/U24 (7x7 map into a {4,2,1} pyramid).
     conv_layers = [(3, 96, 6)]
     previous = 96
     for layers, width in [(3, 512), (5, 768), (3, 1024)]:
@@ -84,7 +84,7 @@ def test_default_parameter_count_matches_the_layer_list() -> None:
 def test_default_forward_cost_matches_paper_arithmetic() -> None:
     with torch.device("meta"):
         net = SPPNet(activation=activation_factory("elu"))
-    # PAPER.md §8: 40.9 G MAC per 224x224 image with conv1 stride 2.
+    # docs/protocol.md §8: 40.9 G MAC per 224x224 image with conv1 stride 2.
     assert forward_macs(net, 224) == pytest.approx(40.9e9, rel=0.005)
 
 

@@ -1,4 +1,4 @@
-"""Training augmentation of PAPER.md §4 as batched tensor ops on the data's device.
+"""Training augmentation of docs/protocol.md §4 as batched tensor ops on the data's device.
 
 Zero-pad, random crop back to the original size, random horizontal flip: one gather per batch,
 no per-image Python loop, randomness drawn only from the caller's generator so that a run is

@@ -1,4 +1,4 @@
-"""The 15-layer ImageNet net with spatial pyramid pooling (PAPER.md §5.5, U23, U24)."""
+"""The 15-layer ImageNet net with spatial pyramid pooling (docs/protocol.md §5.5, U23, U24)."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def forward_macs(model: SPPNet, input_size: int) -> int:
-    """Multiply-accumulates of the conv and FC layers for one image (PAPER.md §8 convention)."""
+    """Multiply-accumulates of the conv and FC layers for one image (docs/protocol.md §8 convention)."""
     macs, side = 0, input_size
     for m in model.features.modules():
         if isinstance(m, nn.Conv2d):
