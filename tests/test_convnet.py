@@ -334,3 +334,27 @@ def test_wrong_input_shape_and_describe():
         model(torch.randn(1, 3, 28, 28))
     table = model.describe()
     assert "1,669,028" in table and "172,899,904" in table
+
+
+def test_dropout_generator_masks_scale_and_reproduce():
+    """With a mask generator (stacked populations), dropout still zeroes about p of the values
+    and scales the rest by 1 / (1 - p); the same generator state gives the same masks."""
+    model = build([["1x6x3", "1x6x1"], ["1x3x1"]], [0.5, 0.0], input_size=8).train()
+    gen = torch.Generator()
+    model.use_dropout_generator(gen)
+    pooled, dropped = [], []
+    stack = model.stacks[0]
+    h1 = stack.pool.register_forward_hook(lambda _m, _i, out: pooled.append(out))
+    h2 = stack.register_forward_hook(lambda _m, _i, out: dropped.append(out))
+    x = torch.randn(64, 3, 8, 8)
+    for _ in range(2):
+        gen.manual_seed(11)
+        model(x)
+    h1.remove()
+    h2.remove()
+    kept = dropped[0] != 0
+    assert 0.4 < kept.float().mean() < 0.6
+    torch.testing.assert_close(dropped[0][kept], 2 * pooled[0][kept])
+    assert torch.equal(dropped[0], dropped[1])
+    model.use_dropout_generator(None)
+    assert all(m.generator is None for m in model.modules() if isinstance(m, nn.Dropout))

@@ -60,9 +60,10 @@ class TensorStream:
         self.seeds = sorted(set(member_seeds))
         index = {s: i for i, s in enumerate(self.seeds)}
         self.device = train.x.device
-        member_group = [index[s] for s in member_seeds]
-        identity = member_group == list(range(len(self.seeds)))
-        self._expand = None if identity else torch.tensor(member_group, device=self.device)
+        # Member k reads group batch member_groups[k] (the rank of its seed among the seeds).
+        self.member_groups = [index[s] for s in member_seeds]
+        identity = self.member_groups == list(range(len(self.seeds)))
+        self._expand = None if identity else torch.tensor(self.member_groups, device=self.device)
         self.augment = augment
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
         self._epoch = -1
@@ -83,6 +84,23 @@ class TensorStream:
         return self._perms
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member batches x [K, B, ...], y [K, B]. With a single seed they are expanded views of
+        one batch (stride 0 along K, no copy; read-only), which batched products read as is."""
+        x, y = self.batch_groups(step)
+        return self.to_members(x), self.to_members(y)
+
+    def to_members(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-group tensor [G, ...] -> per-member [K, ...]: itself, an expanded view (one
+        seed), or a gather (see ``batch``)."""
+        if self._expand is None:
+            return t
+        if len(self.seeds) == 1:
+            return t.expand(len(self.member_groups), *t.shape[1:])
+        return t[self._expand]
+
+    def batch_groups(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch per distinct seed: x [G, B, ...], y [G, B]; member k's is entry
+        ``member_groups[k]``. For populations that read shared inputs without a K-fold copy."""
         epoch, i = divmod(step, self.steps_per_epoch)
         idx = self._permutations(epoch)[:, i * self.batch_size : (i + 1) * self.batch_size]
         x, y = self.train.x[idx], self.train.y[idx]  # [G, B, ...]
@@ -93,8 +111,6 @@ class TensorStream:
                     for seed, xg in zip(self.seeds, x)
                 ]
             )
-        if self._expand is not None:
-            x, y = x[self._expand], y[self._expand]
         return x, y
 
 

@@ -205,12 +205,35 @@ def format_layer_table(rows: Sequence[LayerShape]) -> str:
 
 
 class _Dropout(nn.Dropout):
-    """Inverted dropout that costs nothing at rate 0 (most layers, most of the time)."""
+    """Inverted dropout that costs nothing at rate 0 (most layers, most of the time).
+
+    Masks come from torch's global RNG, or, once ``generator`` is set, from that generator as
+    ``dropout_mask`` draws them: the mask source a stacked population gives each member, so
+    that a member draws the same masks alone and stacked (``stacked_cnn.py``).
+    """
+
+    generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
-        return super().forward(x)
+        if self.generator is None:
+            return super().forward(x)
+        return x * dropout_mask(x.shape, self.p, self.generator, x.dtype, x.device)
+
+
+def dropout_mask(
+    shape: Sequence[int],
+    p: float,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Keep-mask / (1 - p) as F.dropout forms it, drawn as one contiguous [B, C, H, W] tensor
+    (the draw order fixes which bits land where; ``out``, if given, must be contiguous)."""
+    mask = torch.empty(shape, dtype=dtype, device=device) if out is None else out
+    return mask.bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
 
 
 class _ConvLayer(nn.Module):
@@ -357,6 +380,13 @@ class StackConvNet(nn.Module):
             for layer in stack.layers[:-1]:
                 layer.drop.p = rate if all_layers else 0.0
         self.dropout_all_layers = bool(all_layers)
+
+    def use_dropout_generator(self, generator: torch.Generator | None) -> None:
+        """Draw every dropout mask from ``generator`` (its owner seeds it, e.g. per step from
+        (seed, step)) instead of the global RNG; None restores the global RNG."""
+        for module in self.modules():
+            if isinstance(module, _Dropout):
+                module.generator = generator
 
     def describe(self) -> str:
         """The per-layer shape table (see ``layer_shapes``) with parameter and MAC totals."""

@@ -8,6 +8,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from elurepro.models.fused import (
+    FusedStack,
+    GradBuffers,
+    InputRun,
+    PointwiseKernels,
+    StackPlan,
+    input_runs,
+    pointwise_kernels,
+)
 from elurepro.monitor import Probe
 
 
@@ -79,11 +88,68 @@ class StackedMLP(nn.Module):
                 layers.append(Probe())
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [K, B, sizes[0]] (one batch per member) or [B, sizes[0]] (shared by all)."""
+        # Per hidden layer: the member slices of each activation with its kernel pair, or None
+        # if some unit has none (then training takes the plain module path).
+        self._acts: list[tuple[tuple[int, int, PointwiseKernels], ...]] | None = []
+        for layer in self.net:
+            if isinstance(layer, GroupedActivation):
+                kernels = [pointwise_kernels(act) for act in layer.acts]
+                if any(k is None for k in kernels):
+                    self._acts = None
+                    break
+                self._acts.append(tuple((a, b, k) for (a, b), k in zip(layer.groups, kernels)))
+        self._runs: dict[tuple[int, ...], tuple[InputRun, ...]] = {}
+        self._grads = GradBuffers()
+        self.fused = True  # False: always the plain module path (the reference)
+
+    def forward(self, x: torch.Tensor, groups: Sequence[int] | None = None) -> torch.Tensor:
+        """Outputs [K, B, sizes[-1]] for inputs x: [K, B, sizes[0]] (one batch per member; an
+        expanded view is read without a copy), [B, sizes[0]] (shared by all), or with ``groups``
+        (K group indices) [G, B, sizes[0]], member k reading x[groups[k]] (``TensorStream``'s
+        per-seed batches). Training takes the fused path where it applies (see ``fused.py``)."""
+        if groups is not None and len(groups) != self.num_members:
+            raise ValueError(f"{len(groups)} group indices for {self.num_members} members")
+        if self._can_fuse(x):
+            if x.dim() == 2:
+                x, groups = x.unsqueeze(0), [0] * self.num_members
+            elif groups is None:
+                if x.shape[0] != self.num_members:
+                    raise ValueError(f"expected {self.num_members} member inputs, got {x.shape[0]}")
+                groups = range(self.num_members)
+            key = tuple(map(int, groups))
+            if key not in self._runs:
+                self._runs[key] = tuple(input_runs(key))
+            plan = StackPlan(self._runs[key], tuple(self._acts), self._grads)
+            params = [
+                p
+                for layer in self.net
+                if isinstance(layer, StackedLinear)
+                for p in (layer.weight, layer.bias)
+            ]
+            return FusedStack.apply(plan, x, *params)
+        if groups is not None:
+            x = x[torch.as_tensor(list(groups), device=x.device)]
         return self.net(x)
 
-    forward_shared = forward
+    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member on the same input x [B, sizes[0]] (evaluation, the monitors)."""
+        return self.net(x)
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        """The fused node computes what the modules compute only for plain tensors under
+        autograd, without autocast, input gradients or hooks (the monitors hook the probes)."""
+        if not (self.fused and self._acts is not None and torch.is_grad_enabled()):
+            return False
+        if x.requires_grad or torch.is_autocast_enabled(x.device.type):
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        if _global_module_hooks():
+            return False
+        return not any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+            for m in self.net.modules()
+        )
 
     # The rest of the Population interface (models/population.py).
     def member_nets(self) -> None:
@@ -95,6 +161,17 @@ class StackedMLP(nn.Module):
 
     def use_channels_last(self) -> None:
         pass  # no convolutions
+
+
+def _global_module_hooks() -> bool:
+    from torch.nn.modules import module as m
+
+    return bool(
+        m._global_forward_hooks
+        or m._global_forward_pre_hooks
+        or m._global_backward_hooks
+        or m._global_backward_pre_hooks
+    )
 
 
 def he_normal_mlp(sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
