@@ -3,7 +3,9 @@
 Models put a ``Probe`` after every hidden activation. During a monitoring pass over a fixed data
 subset the monitor sums each probe's output per unit (a channel, for conv maps) and per member,
 then reports, per member, the median over units of the per-unit mean activation: pooled over all
-hidden units and per layer. Outside that pass the hooks do nothing, so training pays nothing.
+hidden units and per layer. ``measure_units`` also hands out the per-unit means themselves (one
+vector per layer and member, for TensorBoard's histograms). Outside that pass the hooks do nothing,
+so training pays nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ class ActivationMonitor:
     @torch.no_grad()
     def measure(self, forward: callable) -> dict[str, torch.Tensor]:
         """Run ``forward()`` (which feeds the subset) and return {metric: tensor [K]}."""
+        return self.measure_units(forward)[0]
+
+    @torch.no_grad()
+    def measure_units(
+        self, forward: callable
+    ) -> tuple[dict[str, torch.Tensor], list[list[torch.Tensor]]]:
+        """``measure``'s medians, and the per-unit means themselves: ``units[layer][member]`` is
+        a float64 vector with one entry per unit of that layer (left on the device)."""
         accs = [_Accumulator(member) for _, member, _ in self._probes]
         handles = [p.register_forward_hook(a) for (p, _, _), a in zip(self._probes, accs)]
         try:
@@ -92,7 +102,7 @@ class ActivationMonitor:
             out[f"act/median/layer{i + 1}"] = torch.stack(
                 [per_layer[i][k].quantile(0.5) for k in range(self.num_members)]
             )
-        return out
+        return out, per_layer
 
 
 def _probes_of(module: nn.Module) -> list[Probe]:

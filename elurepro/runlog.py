@@ -1,20 +1,51 @@
-"""Per-member logs: metrics.jsonl (what the analysis reads), TensorBoard scalars, summary.json."""
+"""Per-member logs: metrics.jsonl (what the analysis reads), TensorBoard events, summary.json.
+
+A member's folder is one TensorBoard run. SummaryWriter's event files hold its time series
+(scalars with the step as x, histograms of per-unit mean activations);
+``dashboard.tfevents.<status>`` holds what describes the member (its HParams session and, as
+Markdown text, its configuration and provenance). That file is replaced as a whole when the
+status changes (unfinished -> finished or diverged), because TensorBoard keeps the first HParams
+session it reads for a run: appending a second one would never show. Its name sorts before
+SummaryWriter's ``events.out.tfevents.*``, so a TensorBoard that only follows a run's last file
+keeps following the training curves.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from tensorboard.compat.proto import types_pb2
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.proto.tensor_pb2 import TensorProto
+from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import SummaryWriter
 
-from elurepro.checkpoint import write_json
+from elurepro.activations import parse_activation
+from elurepro.checkpoint import file_mode, write_json
+from elurepro.errors import ConfigError
+
+DASHBOARD = "dashboard.tfevents"  # + ".<status>"; "tfevents" in the name makes it an event file
+STATUSES = ("finished", "diverged", "unfinished")
+# How TensorBoard's HParams tab shows (and filters) each status.
+_SESSION_STATUS = {"finished": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE}
 
 
 class MemberLog:
@@ -25,10 +56,11 @@ class MemberLog:
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "member.json", member)
         self.metrics_path = folder / "metrics.jsonl"
+        self.member = member
         if resume_step is None:
             # A fresh start: whatever an abandoned attempt left here is not this run's.
             self.metrics_path.unlink(missing_ok=True)
-            for old in folder.glob("events.out.tfevents.*"):
+            for old in [*folder.glob("events.out.tfevents.*"), *dashboard_files(folder)]:
                 old.unlink()
         else:
             _truncate_after(self.metrics_path, resume_step)
@@ -45,6 +77,21 @@ class MemberLog:
         for key, value in record.items():
             if "/" in key or key == "lr":
                 self.tb.add_scalar(key, value, step)
+
+    def histograms(self, step: int, vectors: Mapping[str, torch.Tensor]) -> None:
+        """One histogram per tag (e.g. the per-unit mean activations of a layer) at ``step``."""
+        for tag, values in vectors.items():
+            values = values.detach().cpu().double()
+            # A member on its way to diverging can have non-finite units; a histogram of the
+            # finite ones still shows where the others are.
+            values = values[torch.isfinite(values)]
+            if values.numel():
+                # 30 equal bins: what TensorBoard redraws them into anyway.
+                self.tb.add_histogram(tag, values, step, bins=30)
+
+    def dashboard(self, provenance: Mapping[str, Any], status: str) -> Path:
+        """Write (or replace) the member's HParams session and its text; see the module doc."""
+        return write_dashboard(self.folder, self.member, provenance, status)
 
     def close(self) -> None:
         self._file.close()
@@ -121,3 +168,212 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------- TensorBoard dashboard file
+
+
+def dashboard_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob(f"{DASHBOARD}.*"))
+
+
+def dashboard_status(folder: Path) -> str | None:
+    """The status the member's dashboard file was written with; None without exactly one."""
+    files = dashboard_files(folder)
+    if len(files) != 1:
+        return None
+    status = files[0].name[len(DASHBOARD) + 1 :]
+    return status if status in STATUSES else None
+
+
+def unit_label(member: Mapping[str, Any]) -> str:
+    """The unit with its non-default parameters (``elu``, ``lrelu_alpha0.3``), as in run names."""
+    params = dict(member.get("activation_params") or {})
+    try:
+        return parse_activation({"name": member["activation"], **params}).label
+    except (ConfigError, TypeError):  # a unit this version's registry no longer knows
+        extra = "".join(f"_{k}{v}" for k, v in sorted(params.items()))
+        return str(member["activation"]).lower() + extra
+
+
+def session_hparams(member: Mapping[str, Any], status: str) -> dict[str, bool | float | str]:
+    """The member's HParams values: strings for categories, bools for switches, numbers for
+    quantities (the seed is a whole number: TensorBoard has no integer type)."""
+    hp: dict[str, bool | float | str] = {"unit": unit_label(member)}
+    for key, value in sorted((member.get("activation_params") or {}).items()):
+        if isinstance(value, (bool, int, float, str)):
+            hp[f"activation_{key}"] = value
+    hp["batchnorm"] = bool(member.get("batchnorm", False))
+    if member.get("lr") is not None:
+        hp["lr"] = float(member["lr"])
+    hp["seed"] = int(member["seed"])
+    hp["status"] = status
+    # Data set and budget are one value per sweep: the session group's name carries them.
+    return hp
+
+
+def sweep_label(folder: Path) -> str:
+    """``<data>-<budget>/d<fp8>-c<cfg8>`` for a member folder
+    ``.../<data>-<budget>/d<fp8>-c<cfg8>/<group>/s<seed>``; the ``<data>-<budget>`` folder alone
+    for the layout before the run store (``.../<data>-<budget>/<population>/members/<id>``)."""
+    folder = Path(folder).absolute()
+    if folder.parent.name == "members":
+        return folder.parents[2].name
+    return f"{folder.parents[2].name}/{folder.parents[1].name}"
+
+
+def session_group(folder: Path, member: Mapping[str, Any], status: str) -> str:
+    """The HParams session group: the configuration within its sweep, so that the HParams tab
+    averages the metrics over its seeds; members that did not finish form groups of their own,
+    never averaged with finished ones."""
+    tag = "" if status == "finished" else f" [{status}]"
+    return f"{member['group']}{tag} ({sweep_label(folder)})"
+
+
+def _value(proto_value: Any, value: bool | float | str) -> None:
+    if isinstance(value, bool):
+        proto_value.bool_value = value
+    elif isinstance(value, (int, float)):
+        proto_value.number_value = float(value)
+    else:
+        proto_value.string_value = str(value)
+
+
+def hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
+    """One HParams record (experiment, session start or end) as a Summary, without TensorFlow."""
+    data.version = hparams_metadata.PLUGIN_DATA_VERSION
+    meta = hparams_metadata.create_summary_metadata(data)
+    return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
+
+
+def text_event(tag: str, markdown: str, wall_time: float) -> Event:
+    """A Markdown text at step 0. A scalar string (not torch's 1-element vector, which the Text
+    tab draws as a one-cell table around the text)."""
+    meta = text_metadata.create_summary_metadata(display_name=tag, description="")
+    tensor = TensorProto(
+        dtype=types_pb2.DT_STRING, tensor_shape=TensorShapeProto(), string_val=[markdown.encode()]
+    )
+    value = Summary.Value(tag=tag, metadata=meta, tensor=tensor)
+    return Event(wall_time=wall_time, step=0, summary=Summary(value=[value]))
+
+
+def provenance_markdown(
+    folder: Path, member: Mapping[str, Any], provenance: Mapping[str, Any], status: str
+) -> str:
+    """Who, what, where: a Markdown table for TensorBoard's Text tab."""
+    data = dict(provenance.get("data") or member.get("data") or {})
+    official = data.get("official")
+    rows = [
+        ("member", f"`{member.get('id', folder.name)}` ({folder.parent.name}/{folder.name})"),
+        ("status", status),
+        ("command", f"`{provenance['command']}`" if provenance.get("command") else "unknown"),
+        ("git commit", f"`{provenance.get('git_commit', 'unknown')}`"),
+        (
+            "data",
+            f"{data.get('name', member.get('dataset', '?'))}, fingerprint "
+            f"`{data.get('fingerprint', 'unknown')}`",
+        ),
+        ("official data", "unknown" if official is None else str(bool(official)).lower()),
+        ("data set", str(data.get("description", ""))),
+        (
+            "budget",
+            f"{provenance.get('budget', member.get('budget', '?'))}, "
+            f"{provenance.get('total_steps', '?')} steps",
+        ),
+        ("device", str(provenance.get("device", "unknown"))),
+        ("torch", str(provenance.get("torch", "unknown"))),
+        ("member key", f"`{member.get('key', '-')}` (sweep `{member.get('sweep', '-')}`)"),
+    ]
+    cells = [f"| {name} | {value.replace('|', '/')} |" for name, value in rows]
+    return "\n".join(["| | |", "|---|---|", *cells])
+
+
+def config_markdown(provenance: Mapping[str, Any]) -> str:
+    config = provenance.get("config")
+    if not config:
+        return "no resolved configuration was recorded for this run"
+    body = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False)
+    return f"Resolved configuration:\n\n```yaml\n{body}```"
+
+
+def dashboard_events(
+    folder: Path, member: Mapping[str, Any], provenance: Mapping[str, Any], status: str
+) -> list[Event]:
+    """The events of a member's dashboard file: HParams session start (and end, once the member
+    finished or diverged), then its provenance and configuration as text."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    now = time.time()
+    started = _mtime(folder / "provenance.json") or now
+    start = plugin_data_pb2.SessionStartInfo(
+        group_name=session_group(folder, member, status), start_time_secs=started
+    )
+    for key, value in session_hparams(member, status).items():
+        _value(start.hparams[key], value)
+    events = [
+        Event(wall_time=now, file_version="brain.Event:2"),
+        Event(
+            wall_time=now,
+            step=0,
+            summary=hparams_summary(
+                hparams_metadata.SESSION_START_INFO_TAG,
+                plugin_data_pb2.HParamsPluginData(session_start_info=start),
+            ),
+        ),
+    ]
+    if status in _SESSION_STATUS:
+        end = plugin_data_pb2.SessionEndInfo(
+            status=_SESSION_STATUS[status],
+            end_time_secs=_mtime(folder / "summary.json") or now,
+        )
+        events.append(
+            Event(
+                wall_time=now,
+                step=0,
+                summary=hparams_summary(
+                    hparams_metadata.SESSION_END_INFO_TAG,
+                    plugin_data_pb2.HParamsPluginData(session_end_info=end),
+                ),
+            )
+        )
+    events.append(
+        text_event("provenance", provenance_markdown(folder, member, provenance, status), now)
+    )
+    events.append(text_event("config", config_markdown(provenance), now))
+    return events
+
+
+def write_dashboard(
+    folder: Path, member: Mapping[str, Any], provenance: Mapping[str, Any], status: str
+) -> Path:
+    """Replace the member's dashboard file by one for ``status`` (atomically: a TensorBoard
+    reading the folder sees the old file or the new one, never half of one)."""
+    folder = Path(folder)
+    path = folder / f"{DASHBOARD}.{status}"
+    events = dashboard_events(folder, member, provenance, status)
+    # The temporary name has no "tfevents" in it, so TensorBoard never reads a partial file.
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dashboard.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "wb") as f:
+            writer = RecordWriter(f)
+            for event in events:
+                writer.write(event.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in dashboard_files(folder):
+        if old != path:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+    return path
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

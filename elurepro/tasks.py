@@ -25,7 +25,11 @@ class Classification:
 
     def loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member mean loss over the batch, [K]."""
-        return self._ce(out, y).mean(dim=1)
+        return self.per_example(out, x, y).mean(dim=1)
+
+    def per_example(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss per member and example, [K, B]."""
+        return self._ce(out, y)
 
     def _ce(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k, b = out.shape[:2]
@@ -72,10 +76,12 @@ class Reconstruction:
         self.pixel_reduction = pixel_reduction
 
     def loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        target = x.expand(out.shape)
-        bce = F.binary_cross_entropy_with_logits(out.float(), target, reduction="none")
-        per_image = bce.mean(dim=-1) if self.pixel_reduction == "mean" else bce.sum(dim=-1)
-        return per_image.mean(dim=1)
+        return self.per_example(out, x, y).mean(dim=1)
+
+    def per_example(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss per member and image, [K, B]."""
+        bce = F.binary_cross_entropy_with_logits(out.float(), x.expand(out.shape), reduction="none")
+        return bce.mean(dim=-1) if self.pixel_reduction == "mean" else bce.sum(dim=-1)
 
     def train_sums(
         self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor
@@ -85,10 +91,10 @@ class Reconstruction:
     def eval_sums(
         self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        target = x.expand(out.shape)
-        bce = F.binary_cross_entropy_with_logits(out.float(), target, reduction="none")
-        per_image = bce.mean(dim=-1) if self.pixel_reduction == "mean" else bce.sum(dim=-1)
-        return {"loss": per_image.double().sum(dim=1), "recon_error": self._sse(out, x).sum(dim=1)}
+        return {
+            "loss": self.per_example(out, x, y).double().sum(dim=1),
+            "recon_error": self._sse(out, x).sum(dim=1),
+        }
 
     @staticmethod
     def _sse(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -13,17 +13,24 @@ each population with DistributedDataParallel (ImageNet only; see elurepro/distri
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 import hydra
 import torch
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from elurepro import build, distributed
+from elurepro.build.validate import validate_config
+from elurepro.checkpoint import check_writable
 from elurepro.distributed import DistContext
-from elurepro.errors import ElureproError
+from elurepro.errors import ElureproError, os_error_name, storage_error
 from elurepro.store.identity import mathematics
 from elurepro.store.sweep import legacy_message, legacy_populations
 from elurepro.store.work import StoreConfig, SweepWorker
@@ -31,6 +38,7 @@ from elurepro.trainer import ClaimLost
 
 
 def run(cfg: DictConfig) -> int:
+    validate_config(cfg)  # every value, before any data is read or folder written
     ctx = distributed.init_distributed(cfg.device)
     try:
         return _run(cfg, ctx)
@@ -49,6 +57,8 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
     )
     if legacy:
         raise ElureproError(legacy_message(legacy))
+    # A runs folder that cannot be written is found now, not after minutes of data loading.
+    check_writable(Path(cfg.runs_dir) / cfg.name)
     data = build.build_data(cfg, device, ctx)
     if not data.info.get("official", True):
         say(f"note: {data.info['description']}; results are labelled as such")
@@ -71,14 +81,18 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
         trainer = build.build_trainer(
             cfg, job.members, data, device, run_dir, ctx, sweep, job.claims, job.done
         )
+        if _command is not None:  # provenance.json, summaries and TensorBoard's text name it
+            trainer.provenance["command"] = _command
         names = ", ".join(m.id for m, d in zip(job.members, job.done) if not d)
         say(f"training {names} ({trainer.loop.total_steps} steps) in {run_dir.name}")
         try:
             status = trainer.run()
         except ClaimLost as err:
             raise ElureproError(str(err)) from None
+        except OSError as err:  # one the trainer did not name a file for
+            raise storage_error(err, run_dir) from None
         if status == "interrupted":
-            return 130
+            return 128 + (trainer.stop_signal or signal.SIGINT)  # 130 Ctrl-C, 143 SIGTERM
     say(f"done: every member asked for is finished ({sweep.root}).")
     say(f"  analyse:     python -m elurepro.analyze {cfg.name} {sweep.root}")
     say(f"  TensorBoard: tensorboard --logdir {sweep.root}")
@@ -87,16 +101,65 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
+    global _task_started, _command
+    _task_started = True
+    _command = shlex.join(["python", "-m", "elurepro.train", *sys.argv[1:]])
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         code = run(cfg)
     except ElureproError as err:
         print(f"error: {err}", file=sys.stderr)
-        code = 2
+        code = err.exit_code
+    except OSError as err:  # the system refused something no caller above named
+        name = os_error_name(err)
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}{f' [{name}]' if name else ''}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading data, between populations)
+        print(
+            "error: interrupted; every checkpoint written so far is intact. Run the same "
+            "command again to continue.",
+            file=sys.stderr,
+        )
+        code = 130
     if code:
         sys.exit(code)
 
 
+_task_started = False  # whether Hydra got as far as calling ``main``
+_command: str | None = None  # the command line, when training was started from one
+
+
+def cli() -> None:
+    """``python -m elurepro.train``: Hydra's own refusals (a typo'd key, an unknown config
+    option, bad override syntax) as one line too, exit status 2."""
+    asked = os.environ.get("HYDRA_FULL_ERROR")  # a user who asks for the full trace gets it
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra then raises instead of printing
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if asked or _task_started:  # a bug past composition keeps its traceback
+            raise
+        print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """Hydra's multi-line composition error and its cause, as one line."""
+    noise = ("full_key:", "object_type=", "See https://", "Config search path", "provider=")
+
+    def lines(e: BaseException | None) -> str:
+        kept = [x.strip() for x in str(e or "").splitlines() if x.strip()]
+        return " ".join(x for x in kept if not x.startswith(noise))
+
+    line = lines(err) or type(err).__name__
+    if err.__cause__ is not None and lines(err.__cause__):
+        line += f" ({lines(err.__cause__)})"
+    if isinstance(err, OverrideParseException):
+        line = f"cannot parse the command line overrides: {line}"
+    return line
+
+
 if __name__ == "__main__":
     torch.set_float32_matmul_precision("highest")  # faithful fp32 unless execution.bf16
-    main()
+    cli()

@@ -32,14 +32,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from elurepro import distributed
-from elurepro.checkpoint import load_checkpoint, save_checkpoint, write_json
+from elurepro.checkpoint import CheckpointInfo, restore_checkpoint, save_checkpoint, write_json
 from elurepro.data.stream import LoaderStream, Split, TensorStream, derived_seed
 from elurepro.distributed import DistContext
+from elurepro.errors import CheckpointError, storage_error
 from elurepro.models.mlp import StackedLinear
 from elurepro.models.population import Population
 from elurepro.monitor import ActivationMonitor
 from elurepro.runlog import MemberLog, device_name, has_native_bf16, write_summary
 from elurepro.schedule import DropoutPhase, PiecewiseConstant, phase_at
+from elurepro.theory import TheoryMonitor
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -146,6 +148,14 @@ class ClaimLost(RuntimeError):
     """Another worker took over this population's claim (this one stalled too long)."""
 
 
+class _StopNow(KeyboardInterrupt):
+    """A second SIGINT / SIGTERM: stop at once, without a further checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Trainer:
     def __init__(
         self,
@@ -165,6 +175,7 @@ class Trainer:
         dist: DistContext | None = None,
         claims: Any = None,
         done: Sequence[bool] | None = None,
+        theory_images: int | None = None,
     ) -> None:
         self.pop = population
         self.task = task
@@ -194,6 +205,11 @@ class Trainer:
         # The monitor has no collectives: rank 0 measures alone, for its log.
         watch = monitor_split is not None and self.is_writer
         self.monitor = ActivationMonitor(population, self.k) if watch else None
+        # The §3 diagnostics (opt-in), at the monitor's points, on a fixed batch of its subset.
+        self.theory = None
+        if watch and theory_images:
+            self.theory = TheoryMonitor(population, self.k)
+            self.theory_batch = (monitor_split.x[:theory_images], monitor_split.y[:theory_images])
         self.optimizer = _sgd(population, optim.momentum, optim.weight_decay)
         scales = list(optim.lr_scales or [1.0] * self.k)
         if optim.weight_decay and len(set(scales)) > 1:
@@ -220,6 +236,21 @@ class Trainer:
             train_module = DistributedDataParallel(population, device_ids=ids)
         self._forward = torch.compile(train_module) if self.exec.compile else train_module
         self._stop_signal: int | None = None
+        self._saving = False  # a second signal waits while a checkpoint is being written
+        self._pending_stop: int | None = None  # a second signal that came during a write
+        self._saved_step: int | None = None  # the step of the last checkpoint on disk
+        # False after falling back from a damaged checkpoint: the next save must not keep the
+        # damaged file as the previous one.
+        self._keep_previous = True
+        self._resumed_from: CheckpointInfo | None = None
+        # Per-unit mean activations of the last monitor pass, [layer][member], on the CPU: the
+        # log point writes them as histograms.
+        self._unit_means: list[list[torch.Tensor]] | None = None
+
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal that stopped the last ``run`` (SIGINT, SIGTERM), or None."""
+        return self._stop_signal
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, state: LoopState) -> None:
@@ -227,17 +258,29 @@ class Trainer:
         if not self.is_writer:
             return
         self._check_claims()
-        save_checkpoint(
-            self.run_dir / CHECKPOINT,
-            {
-                **state.to_dict(),
-                "model": self.pop.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "member_ids": [m["id"] for m in self.members],
-            },
-        )
+        self._saving = True
+        try:
+            save_checkpoint(
+                self.run_dir / CHECKPOINT,
+                {
+                    **state.to_dict(),
+                    "model": self.pop.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "rng_cpu": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state_all()
+                    if torch.cuda.is_available()
+                    else None,
+                    "member_ids": [m["id"] for m in self.members],
+                },
+                step=state.step,
+                keep_previous=self._keep_previous,
+            )
+        finally:
+            self._saving = False
+        self._keep_previous = True
+        self._saved_step = state.step
+        if self._pending_stop is not None and state.step < self.loop.total_steps:
+            raise _StopNow(self._pending_stop)  # the second signal, held back until now
 
     def _check_claims(self) -> None:
         if self.claims is not None and self.claims.lost:
@@ -249,11 +292,24 @@ class Trainer:
 
     def _restore(self) -> LoopState | None:
         path = self.run_dir / CHECKPOINT
-        if not path.exists():
+        restored = restore_checkpoint(path, self.device)
+        if restored is None:
             return None
-        ckpt = load_checkpoint(path, self.device)
+        ckpt = restored.state
         if ckpt["member_ids"] != [m["id"] for m in self.members]:
-            raise ValueError(f"{path} belongs to other members; delete it to start over")
+            raise CheckpointError(
+                f"{restored.info.path} belongs to other members; delete it to start over"
+            )
+        if restored.fell_back:
+            self._keep_previous = False  # the damaged file is overwritten, the good one kept
+            if self.is_writer:
+                (bad, why), *_ = restored.skipped
+                warnings.warn(
+                    f"checkpoint {bad} is unusable ({why}); continuing from the previous "
+                    f"checkpoint {restored.info.path.name} (step {ckpt['step']}) instead",
+                    stacklevel=2,
+                )
+        self._resumed_from = restored.info
         self.pop.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng_cpu"])
@@ -286,14 +342,21 @@ class Trainer:
         'finished', 'diverged' (every member), or 'interrupted'."""
         state = self._restore()
         resumed = state is not None
+        if resumed:
+            self._saved_step = state.step
+            if self.is_writer:
+                tqdm.write(self._resume_line(state.step))
         state = state or LoopState.fresh(self.k, self.train_keys, self.device)
         state.alive = [a and not d for a, d in zip(state.alive, self.done)]
-        logs = [
-            MemberLog(folder, m, state.step if resumed else None)
-            if self.is_writer and not done
-            else None
-            for folder, m, done in zip(self.member_dirs, self.members, self.done)
-        ]
+        try:
+            logs = [
+                MemberLog(folder, m, state.step if resumed else None)
+                if self.is_writer and not done
+                else None
+                for folder, m, done in zip(self.member_dirs, self.members, self.done)
+            ]
+        except OSError as err:  # the folder named where the system names none
+            raise storage_error(err, self.member_dirs[0].parent) from None
         bar = tqdm(
             total=self.loop.total_steps,
             initial=state.step,
@@ -303,6 +366,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         old_handlers = self._install_signal_handlers()
+        failed = True  # whether an error is on its way out (then closing stays quiet)
         try:
             if not resumed:
                 if self.is_writer:
@@ -312,19 +376,56 @@ class Trainer:
                     for folder, log in zip(self.member_dirs, logs):
                         if log is not None:
                             write_json(folder / "provenance.json", self.provenance)
+                            log.dashboard(self.provenance, "unfinished")  # HParams, text
                 self._log_point(state, logs, self.loop.events(0), lr=None)
                 self._checkpoint(state)
             status = self._train(state, logs, bar, stop_at)
             # No rank leaves (and, under torchrun, gets the others killed) before rank 0 has
             # written its last checkpoint and summaries.
             distributed.barrier(self.dist)
+            failed = False
+        except _StopNow as stop:
+            # A second signal: whatever was being computed is dropped; the last checkpoint is
+            # whole (a checkpoint being written is finished first, see the handler).
+            status, failed = "interrupted", False
+            if self.is_writer:
+                kept = (
+                    f"the checkpoint of step {self._saved_step} in {self.run_dir} is intact"
+                    if self._saved_step is not None
+                    else "no checkpoint was written yet"
+                )
+                tqdm.write(
+                    f"stopped at once by a second {signal.Signals(stop.signum).name} at step "
+                    f"{state.step}; {kept}. Run the same command again to continue."
+                )
         finally:
             bar.close()
             self._restore_signal_handlers(old_handlers)
-            for log in logs:
-                if log is not None:
-                    log.close()
+            self._close_logs(logs, quiet=failed)
         return status
+
+    def _resume_line(self, step: int) -> str:
+        info = self._resumed_from
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.saved_at))
+        names = ", ".join(m["id"] for m, d in zip(self.members, self.done) if not d)
+        return (
+            f"resuming {self.run_dir.name} ({names}) from step {step} of "
+            f"{self.loop.total_steps} (checkpoint of {when})"
+        )
+
+    @staticmethod
+    def _close_logs(logs, quiet: bool) -> None:
+        """Close every member log; a failure is reported unless another error is on its way."""
+        error = None
+        for log in logs:
+            if log is None:
+                continue
+            try:
+                log.close()
+            except OSError as err:
+                error = error or storage_error(err, log.metrics_path)
+        if error is not None and not quiet:
+            raise error
 
     def _train(self, state: LoopState, logs, bar, stop_at: int | None) -> str:
         loop, pop = self.loop, self.pop
@@ -428,7 +529,16 @@ class Trainer:
             if lr is not None:
                 record["lr"] = lr * self.lr_scales[k]  # the member's own learning rate
             record.update({name: values[k] for name, values in metrics.items()})
-            log.log(record)
+            try:
+                log.log(record)
+                if self._unit_means is not None:
+                    log.histograms(
+                        state.step,
+                        {f"act/units/layer{i + 1}": u[k] for i, u in enumerate(self._unit_means)},
+                    )
+            except OSError as err:  # a full disk names no file: name the log
+                raise storage_error(err, log.metrics_path) from None
+        self._unit_means = None
 
     def _measure(self, state: LoopState, events: Events) -> dict[str, list[float]]:
         """The metrics due at this log point, per member; resets the training interval."""
@@ -445,6 +555,12 @@ class Trainer:
             metrics.update(self._evaluate(self.eval_splits))
         if events.activations and self.monitor:
             metrics.update(self._measure_activations())
+        if events.activations and self.theory:
+            x, y = self.theory_batch
+            lr = self.optim_cfg.lr(state.step)
+            lrs = [lr * scale for scale in self.lr_scales]
+            found = self.theory.measure(x, y, self.task.per_example, lrs)
+            metrics.update({key: value.tolist() for key, value in found.items()})
         return metrics
 
     def _position(self, state: LoopState) -> dict[str, Any]:
@@ -500,7 +616,12 @@ class Trainer:
             for x, _ in self.monitor_split.chunks(self.loop.eval_batch_size):
                 self.pop.forward_shared(x)
 
-        result = {key: value.tolist() for key, value in self.monitor.measure(feed).items()}
+        medians, units = self.monitor.measure_units(feed)
+        result = {key: value.tolist() for key, value in medians.items()}
+        # One copy to the host for all layers and members (the vectors differ in length).
+        flat = [u for layer in units for u in layer]
+        host = torch.cat(flat).cpu().split([len(u) for u in flat])
+        self._unit_means = [list(host[i * self.k : (i + 1) * self.k]) for i in range(len(units))]
         self.pop.train()
         return result
 
@@ -510,7 +631,10 @@ class Trainer:
             if not state.alive[k] or log is None:
                 continue
             if final:
-                log.log({**self._position(state), **{n: v[k] for n, v in final.items()}})
+                try:
+                    log.log({**self._position(state), **{n: v[k] for n, v in final.items()}})
+                except OSError as err:
+                    raise storage_error(err, log.metrics_path) from None
             self._write_summary(k, log, state, status="finished", diverged_at=None)
 
     def _write_summary(
@@ -533,13 +657,17 @@ class Trainer:
                 **self.provenance,
             },
         )
+        log.dashboard(self.provenance, status)  # the HParams session's final status
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):
         def handler(signum, frame):
-            if self._stop_signal is not None:  # a second Ctrl-C stops at once
-                raise KeyboardInterrupt
-            self._stop_signal = signum
+            if self._stop_signal is None:  # the loop checkpoints and stops at the next step
+                self._stop_signal = signum
+            elif not self._saving:  # a second one stops at once: the last checkpoint is whole
+                raise _StopNow(signum)
+            else:  # one being written is finished first, then the loop stops
+                self._pending_stop = signum
 
         try:
             return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

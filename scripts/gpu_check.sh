@@ -23,6 +23,6 @@ timeout "${MNIST_S:-60}" $PY -m elurepro.train experiment=mnist_meanact budget=s
   runs_dir="$OUT/runs" progress=false 2>&1 | tee "$OUT/mnist.log"
 timeout "${AE_S:-60}" $PY -m elurepro.train experiment=mnist_autoencoder budget=short \
   runs_dir="$OUT/runs" progress=false 2>&1 | tee "$OUT/autoencoder.log"
-tar czf "$OUT/runs.tgz" --exclude=checkpoint.pt -C "$OUT" runs
+tar czf "$OUT/runs.tgz" --exclude='checkpoint*.pt' -C "$OUT" runs
 rm -rf "$OUT/runs"
 ls -la "$OUT"

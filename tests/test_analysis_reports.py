@@ -390,21 +390,23 @@ def test_tensorboard_hparams_and_figures(tmp_path: Path) -> None:
     runs = tmp_path / "runs" / "imagenet_15layer_spp"
     fake_imagenet(tmp_path / "runs", steps=60_000)
     result = analyze("imagenet_15layer_spp", runs, tmp_path / "out")
-    assert "HParams of 2 finished members" in (result.tensorboard or "")
-    hp = event_accumulator.EventAccumulator(str(runs / "_hparams" / "relu-s0"))
+    assert "2 member sessions" in (result.tensorboard or "")
+    # Each member's own run holds its HParams session (these fakes had none: the analysis
+    # wrote them), so the HParams tab links to the member's curves; no run per session.
+    member = runs / "pop-0badc0de" / "members" / "relu-s0"
+    hp = event_accumulator.EventAccumulator(str(member))
     hp.Reload()
-    content = hp.PluginTagToContent("hparams")
-    assert b"relu" in content["_hparams_/session_start_info"]
-    assert b"final/val_full/top5_error" in content["_hparams_/experiment"]
-    figs = event_accumulator.EventAccumulator(str(runs / "_figures"))
-    figs.Reload()
-    assert "imagenet_15layer_spp/fig6_learning_curves" in figs.Tags()["images"]
+    assert b"relu" in hp.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    analysis = event_accumulator.EventAccumulator(str(runs / "pop-0badc0de" / "_analysis"))
+    analysis.Reload()
+    assert b"val_full/top5_error" in analysis.PluginTagToContent("hparams")["_hparams_/experiment"]
+    assert "imagenet_15layer_spp/fig6_learning_curves" in analysis.Tags()["images"]
+    assert not (runs / "_hparams").exists()
     # A rerun replaces the records instead of adding a second copy.
-    before = sorted((runs / "_hparams" / "relu-s0").rglob("events.out.tfevents.*"))
+    before = sorted(p.name for p in member.glob("*tfevents*"))
     export(runs, collect_members(runs), {}, "imagenet_15layer_spp")
-    after = sorted((runs / "_hparams" / "relu-s0").rglob("events.out.tfevents.*"))
-    assert len(after) == len(before) and after != before
-    assert len(list((runs / "_figures").glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in member.glob("*tfevents*")) == before
+    assert len(list((runs / "pop-0badc0de" / "_analysis").glob("*tfevents*"))) == 1
 
 
 def test_cli_missing_runs_folder_exits_2_with_one_line(tmp_path: Path) -> None:

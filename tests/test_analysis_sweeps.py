@@ -206,15 +206,20 @@ def test_partial_reads_the_member_folders_provenance(tmp_path: Path) -> None:
 def test_tensorboard_records_of_two_sweeps_do_not_mix(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     from elurepro.analysis.tb_export import export
+    from elurepro.runlog import dashboard_status, session_group
 
     runs = tmp_path / "runs"
     _smoke_and_paper(runs)
     sweeps = partition(collect_members(runs))
     for sweep in sweeps:
-        note = export(runs, sweep.members, {}, "cifar100_11layer", sweep.name)
-        assert str(runs / "_hparams" / sweep.name) in note
-    for sweep in sweeps:
-        ids = {p.name for p in (runs / "_hparams" / sweep.name).iterdir()}
-        finished = {m.id for m in sweep.members if m.status == "finished"}
-        assert ids == finished
-    assert len(finished) in (5, 6)
+        note = export(runs, sweep.members, {}, "cifar100_11layer")
+        (folder,) = sweep.folders
+        assert f"--logdir {folder}" in note  # each sweep's records live in its own folder
+        for m in sweep.members:
+            assert dashboard_status(m.folder) == m.status, m.folder
+        finished = {m.group for m in sweep.members if m.status == "finished"}
+        assert {p.name for p in (Path(folder) / "_mean_std").iterdir()} == finished
+    # The HParams tab never averages one budget's seeds with another's.
+    groups = [{session_group(m.folder, m.info, "finished") for m in s.members} for s in sweeps]
+    assert len(groups) == 2 and not groups[0] & groups[1]
+    assert not (runs / "_hparams").exists()

@@ -150,8 +150,8 @@ def test_per_member_learning_rates_are_exact(mnist_root, tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("optim.lr=0", "(optim.lr, members.lrs) must be > 0, got 0"),
-        ("optim.lr=-0.1", "must be > 0, got -0.1"),
+        ("optim.lr=0", "optim.lr=0: expected a number > 0"),
+        ("optim.lr=-0.1", "optim.lr=-0.1: expected a number > 0"),
         ("members.activations=[elu,swish9]", "unknown activation 'swish9'; known activations"),
         ("data.root=/nonexistent/folder", "MNIST not found"),
     ],

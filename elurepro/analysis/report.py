@@ -23,11 +23,12 @@ from elurepro.analysis.cifar import (
 from elurepro.analysis.collect import UNFINISHED, MemberRun, collect_members
 from elurepro.analysis.context import Analysis, ReportWriter, baseline_label, status_section
 from elurepro.analysis.figures import paper_style
+from elurepro.analysis.generic import report_generic
 from elurepro.analysis.imagenet import report_imagenet
 from elurepro.analysis.mnist import report_mnist_autoencoder, report_mnist_meanact
 from elurepro.analysis.sweeps import Sweep, partition, select_members
 from elurepro.analysis.tables import load_reported, markdown_table
-from elurepro.errors import ConfigError, ElureproError
+from elurepro.errors import ElureproError
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Experiment:
     expected: tuple[str, ...] = ()  # configurations the paper has; absent ones are reported
     single_dataset: bool = True
     paper_datasets: tuple[str, ...] = ()  # the data the paper's numbers are for
+    in_paper: bool = True
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -68,6 +70,15 @@ EXPERIMENTS: dict[str, Experiment] = {
         paper_datasets=("imagenet",),
     ),
 }
+
+
+def experiment_spec(experiment: str) -> Experiment:
+    """The paper experiment's report, or the generic one for an experiment a user added."""
+    if experiment in EXPERIMENTS:
+        return EXPERIMENTS[experiment]
+    return Experiment(
+        f"{experiment} (an experiment the paper does not have)", report_generic, in_paper=False
+    )
 
 
 @dataclass
@@ -146,11 +157,7 @@ def _experiment_members(experiment: str, runs_dir: Path) -> tuple[list[MemberRun
 
 def find_sweeps(experiment: str, runs_dir: str | Path) -> tuple[Experiment, list[Sweep], list[str]]:
     """The sweeps of `experiment` under `runs_dir` and notes on what was left out."""
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(
-            f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}"
-        )
-    spec = EXPERIMENTS[experiment]
+    spec = experiment_spec(experiment)
     members, notes = _experiment_members(experiment, Path(runs_dir))
     return spec, partition(members, multi_dataset=not spec.single_dataset), notes
 
@@ -246,6 +253,7 @@ def _analyze_sweep(
         list(notes) + dup_notes,
         baseline=baseline,
         paper_datasets=spec.paper_datasets,
+        in_paper=spec.in_paper,
     )
     w = ReportWriter(out_dir, f"{experiment}: {spec.title}", banner=banner(a))
     w.text(f"Sweep: {sweep.label}.")
@@ -258,9 +266,7 @@ def _analyze_sweep(
         spec.report(a, w)
     tb_note = None
     if tensorboard:
-        tb_note = tb_export.export(
-            runs_dir, members, w.figures, experiment, sweep.name if several else ""
-        )
+        tb_note = tb_export.export(runs_dir, members, w.figures, experiment)
         w.section("TensorBoard")
         w.text(tb_note)
     report = w.write()

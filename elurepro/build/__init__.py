@@ -185,4 +185,5 @@ def build_trainer(
         dist=dist,
         claims=claims,
         done=done,
+        theory_images=cfg.monitor.theory_images if cfg.monitor.theory else None,
     )

@@ -7,7 +7,9 @@ torchvision still supplies the file names, official checksums and the download.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import pickle
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import download_and_extract_archive
 
-from elurepro.errors import DataError
+from elurepro.errors import DataError, one_line
 
 _DATASETS = {
     "cifar10": (CIFAR10, "CIFAR-10", 10, "labels"),
@@ -112,11 +114,15 @@ def load_cifar(root: Path, name: str, download: bool = True) -> CifarArrays:
 
 
 def _download(cls: type, root: Path, folder: Path, expected: list[str]) -> None:
+    # torchvision prints its attempts and progress bars; our one line replaces them.
+    chatter = io.StringIO()
+    print(f"{folder} is missing: downloading {cls.url} into {root}", flush=True)
     try:
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as err:  # noqa: BLE001 - any network or archive failure means the same
         raise DataError(
-            f"could not download {cls.url} into {root} ({type(err).__name__}: {err}). "
+            f"could not download {cls.url} into {root} ({type(err).__name__}: {one_line(err)}). "
             + _supply_hint(folder, expected)
         ) from None
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from elurepro.errors import DataError
+from elurepro.errors import DataError, one_line
 
 FILES = {
     "train-images-idx3-ubyte": (0x0803, "6bbc9ace898e44ae57da46a324031adb"),
@@ -36,10 +38,14 @@ def load_mnist(root: Path, download: bool = True) -> MnistArrays:
     raw = Path(root) / "MNIST" / "raw"
     missing = [f for f in FILES if not (raw / f).is_file()]
     if missing and download:
+        # torchvision prints its attempts and progress bars; our one line replaces them.
+        chatter = io.StringIO()
+        print(f"MNIST is not in {raw}: downloading it there", flush=True)
         try:
-            MNIST(str(root), train=True, download=True)
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                MNIST(str(root), train=True, download=True)
         except Exception as err:  # network errors come in many types; all mean the same here
-            raise _missing_error(raw, missing, f"download failed: {err}") from None
+            raise _missing_error(raw, missing, f"download failed: {one_line(err)}") from None
         missing = [f for f in FILES if not (raw / f).is_file()]
     if missing:
         raise _missing_error(raw, missing, "download disabled")
@@ -50,6 +56,7 @@ def load_mnist(root: Path, download: bool = True) -> MnistArrays:
     for split, ds in (("train", train), ("t10k", test)):
         if len(ds.data) != len(ds.targets):
             raise DataError(f"MNIST {split} images and labels differ in count in {raw}")
+        _check_labels(raw / f"{split}-labels-idx1-ubyte", ds.targets)
     fingerprint = hashlib.sha256("".join(md5s[f] for f in sorted(md5s)).encode()).hexdigest()[:16]
     if not official:
         differing = ", ".join(n for n, (_, md5) in FILES.items() if md5s[n] != md5)
@@ -77,6 +84,18 @@ def _missing_error(raw: Path, missing: list[str], why: str) -> DataError:
         "Put the four uncompressed IDX files there (torchvision's layout <root>/MNIST/raw/), "
         "or point data.root=<folder> or ELUREPRO_DATA=<folder> at a folder that has them."
     )
+
+
+def _check_labels(path: Path, labels: torch.Tensor, classes: int = 10) -> None:
+    """DataError naming the file and the first label outside 0..classes-1 (a damaged byte
+    keeps the file's size valid, so only the values show it)."""
+    bad = ((labels < 0) | (labels >= classes)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"{path}: label {int(labels[i])} at position {i} is outside 0..{classes - 1} "
+            f"({len(bad)} such labels); the file is corrupt: replace it"
+        )
 
 
 def _check_idx(path: Path, magic: int) -> str:

@@ -56,6 +56,8 @@ SPP_ONLY_BUDGET = ("width", "resize", "crop")
 # (section, key) -> the value that computes what runs made before the key existed computed.
 ADDED_LATER: dict[tuple[str, str], Any] = {
     ("execution", "tf32"): False,
+    ("monitor", "theory"): False,
+    ("monitor", "theory_images"): 1000,
 }
 
 
@@ -78,6 +80,8 @@ def mathematics(config: Mapping[str, Any]) -> dict[str, Any]:
         part = tree.get(section)
         if isinstance(part, dict) and part.get(key, default) == default:
             part.pop(key, None)
+            if not part:  # a section added later, all at its old values
+                tree.pop(section)
     return tree
 
 
