@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import PAPER_UNITS, Analysis, ReportWriter
+from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
     Curve,
     color_for,
@@ -44,13 +45,13 @@ from elurepro.analysis.tables import (
 CIFAR100_11LAYER_CONFIGS = list(PAPER_UNITS) + [f"{u}+bn" for u in PAPER_UNITS]
 START, END = 0.125, 0.8  # zoom windows as fractions of the run: [0, START] and [END, 1]
 
-# PAPER.md §6: ELU against each other unit without BN, ELU against ReLU with BN, and every unit
+# docs/protocol.md §6: ELU against each other unit without BN, ELU against ReLU with BN, and every unit
 # with BN against itself without. These are the rows set beside the paper's p < 0.001.
 PAPER_PAIRS = [("elu", other) for other in ("srelu", "relu", "lrelu")]
 PAPER_PAIRS.append(("elu", "relu+bn"))
 PAPER_PAIRS += [(f"{unit}+bn", unit) for unit in PAPER_UNITS]
 
-# Schedule D1 (PAPER.md §5.4, U14): phase ends at 115k, 165k and 205k of 205k iterations.
+# Schedule D1 (docs/protocol.md §5.4, U14): phase ends at 115k, 165k and 205k of 205k iterations.
 D1_PHASES = [
     ("before fine-tuning", 115 / 205),
     ("after fine-tuning", 165 / 205),
@@ -109,6 +110,7 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
     _fig5(a, w, xmax)
     _cifar100_table(a, w)
     comparisons_section(a, w)
+    theory_section(a, w)
     _wilcoxon_section(a, w)
 
 
@@ -216,11 +218,11 @@ def _cifar100_table(a: Analysis, w: ReportWriter) -> None:
             "The paper's column is shown for reference only; no differences are computed."
         )
     else:
-        w.text("The paper's numbers are CIFAR-100, no BN, 10 runs (PAPER.md §5.3).")
+        w.text("The paper's numbers are CIFAR-100, no BN, 10 runs (docs/protocol.md §5.3).")
 
 
 def cifar100_comparisons(a: Analysis) -> list[UnitComparison]:
-    """Every paired comparison of PAPER.md §6, on final test error and final training loss."""
+    """Every paired comparison of docs/protocol.md §6, on final test error and final training loss."""
     out = []
     for h in HEADLINES[a.experiment]:
         metric = headline_metric(a, h) or h.metrics[0]
@@ -247,7 +249,7 @@ def _wilcoxon_section(a: Analysis, w: ReportWriter) -> None:
             lambda r: f"p < {paper(r):g}" if paper(r) is not None else "—",
         ),
     )
-    w.section("The paper's Wilcoxon signed-rank tests (PAPER.md §6)")
+    w.section("The paper's Wilcoxon signed-rank tests (docs/protocol.md §6)")
     w.text(
         "The paper's own comparisons, in its direction (A = ELU, or a unit with BN): "
         "one-sided `scipy.stats.wilcoxon(A, B, alternative='less')`, i.e. A's final value is "
@@ -380,7 +382,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     for d in columns:
         if reasons.get(d):
             w.text(f"**{dataset_label(d, None)}: not comparable with the paper:** {reasons[d]}.")
-    w.text("Paper values marked [VERIFY] come from recollection (PAPER.md §9). (CSV: `table1.csv`)")
+    w.text("Paper values marked [VERIFY] come from recollection (docs/protocol.md §9). (CSV: `table1.csv`)")
 
     # Test error at the end of each phase.
     rows = []

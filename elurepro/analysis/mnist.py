@@ -11,6 +11,7 @@ from matplotlib.lines import Line2D
 
 from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun, layer_metrics
 from elurepro.analysis.context import Analysis, ReportWriter
+from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
     Curve,
     color_for,
@@ -93,6 +94,7 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
     w.bullets(meanact_checks(a))
     _meanact_finals(a, w)
     comparisons_section(a, w)
+    theory_section(a, w)
     _appendix_c(a, w)
     _per_epoch_csv(a, w)
 
