@@ -20,7 +20,10 @@ def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
         prog="python -m elurepro.analyze",
         description="Tables, figures and statistics for one experiment's trained runs.",
     )
-    parser.add_argument("experiment", choices=experiments, help="experiment id")
+    parser.add_argument(
+        "experiment",
+        help=f"experiment id ({', '.join(experiments)}; one you added gets a generic report)",
+    )
     parser.add_argument(
         "runs_folder",
         nargs="?",

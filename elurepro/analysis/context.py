@@ -68,6 +68,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     baseline: str = "elu"
     paper_datasets: tuple[str, ...] = ()
+    in_paper: bool = True  # False: an experiment a user added, with nothing to compare
     _configs: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -102,7 +103,10 @@ class Analysis:
     @property
     def not_comparable(self) -> str | None:
         """Why these numbers are not comparable with the paper's (None when they are)."""
-        return not_comparable_reason(self.members, self.paper_datasets or None)
+        reason = not_comparable_reason(self.members, self.paper_datasets or None)
+        if self.in_paper:
+            return reason
+        return "; ".join(filter(None, [f"the paper has no experiment {self.experiment}", reason]))
 
     def caption(self, figure: str, paper_figure: bool = True) -> str:
         """A figure caption; only a paper-budget run on the official data is a reproduction

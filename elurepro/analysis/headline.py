@@ -90,6 +90,19 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
 }
 
 
+# An experiment the paper does not have: its final error (whichever split it evaluates) and loss.
+GENERIC = (
+    Headline(
+        "final_error", "final error (%)", ("test/error", "val/error", "train/error"), error=True
+    ),
+    _FINAL_LOSS,
+)
+
+
+def headlines_for(experiment: str) -> tuple[Headline, ...]:
+    return HEADLINES.get(experiment, GENERIC)
+
+
 def horizon(a: Analysis) -> float:
     """H of the learning-speed window: where the paper says the curves flatten (epoch 25)."""
     flat = find_reported(a.reported, a.experiment, "curves_flat_after", "all")
@@ -219,7 +232,7 @@ def pair(
 def unit_comparisons(a: Analysis, leaderboard_only: bool = False) -> list[UnitComparison]:
     """Every unit against the baseline in its setting, and every unit's BN against no BN."""
     out = []
-    for h in HEADLINES.get(a.experiment, ()):
+    for h in headlines_for(a.experiment):
         if leaderboard_only and not h.leaderboard:
             continue
         metric = headline_metric(a, h)

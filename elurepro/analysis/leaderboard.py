@@ -27,14 +27,14 @@ from elurepro.analysis.figures import (
     save_figure,
 )
 from elurepro.analysis.headline import (
-    HEADLINES,
     Headline,
     headline_metric,
     headline_values,
+    headlines_for,
     label_of,
     pair,
 )
-from elurepro.analysis.report import EXPERIMENTS, default_reported_csv
+from elurepro.analysis.report import EXPERIMENTS, default_reported_csv, experiment_spec
 from elurepro.analysis.stats import Comparison, Describe, describe
 from elurepro.analysis.sweeps import Sweep, partition, select_members
 from elurepro.analysis.tables import (
@@ -188,8 +188,10 @@ def build_leaderboard(
         reported = load_reported(default_reported_csv())
     members = collect_members(runs_dir)
     lines: list[Line] = []
-    for experiment, spec in EXPERIMENTS.items():
-        headlines = [h for h in HEADLINES.get(experiment, ()) if h.leaderboard]
+    added = sorted({m.experiment for m in members} - set(EXPERIMENTS))
+    for experiment in [*EXPERIMENTS, *added]:
+        spec = experiment_spec(experiment)
+        headlines = [h for h in headlines_for(experiment) if h.leaderboard]
         mine = [m for m in members if m.experiment == experiment]
         found = []
         for sweep in partition(mine, multi_dataset=not spec.single_dataset):
@@ -202,6 +204,7 @@ def build_leaderboard(
                 reported,
                 baseline=base,
                 paper_datasets=spec.paper_datasets,
+                in_paper=spec.in_paper,
             )
             for h in headlines:
                 found += _lines_for(a, sweep, h, chosen)

@@ -228,7 +228,8 @@ def not_comparable_reason(
     """Why these members' numbers cannot be set against the paper's, or None when they can.
 
     Not comparable: another data set than the paper's, data whose checksums are not the
-    official release's (named, with the trainer's description), or any budget but `paper`.
+    official release's (named, with the trainer's description), reduced precision (bf16, tf32),
+    or any budget but `paper`.
     """
     reasons = []
     datasets = sorted({m.dataset for m in members})
@@ -255,6 +256,19 @@ def not_comparable_reason(
                     f"{member_data_label(m)}: its files' checksums are not the official release's"
                 )
         reasons.append("made on non-official data (" + "; ".join(described) + ")")
+    changed = sorted(
+        {
+            key
+            for m in members
+            for key in ("bf16", "tf32")
+            if (((m.summary or {}).get("config") or {}).get("execution") or {}).get(key)
+        }
+    )
+    if changed:
+        reasons.append(
+            f"trained with execution.{'/'.join(changed)}, which changes the arithmetic "
+            "(the paper's protocol is fp32)"
+        )
     budgets = sorted({m.budget or "unknown" for m in members if m.budget != "paper"})
     if budgets:
         meaning = ", ".join(

@@ -3,6 +3,8 @@
 A new model is one module (its ``nn.Module``), one entry here, and its YAML files
 (``configs/model/<name>.yaml`` with ``kind: <entry>``, and an experiment file). Every key of the
 model YAML except ``kind`` and the task's keys is passed to the entry's builder as a keyword.
+A model that lives outside this package needs no entry here: ``kind: <module>:<attribute>``
+names its ``ModelEntry`` directly (imported when the config is built).
 
 Two kinds of entry:
 - ``member``: builds ONE net; the registry builds each member under ``torch.manual_seed(seed)``,
@@ -13,6 +15,7 @@ Two kinds of entry:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,13 +115,31 @@ def register_model(kind: str, entry: ModelEntry) -> None:
     MODELS[kind] = entry
 
 
+def model_entry(kind: str) -> ModelEntry:
+    """The entry registered as ``kind``, or the ``ModelEntry`` that ``module:attribute`` names."""
+    if kind in MODELS:
+        return MODELS[kind]
+    if ":" not in kind:
+        known = ", ".join(sorted(MODELS))
+        raise ConfigError(
+            f"unknown model kind {kind!r}; known: {known}, or <module>:<attribute> naming a "
+            "ModelEntry"
+        )
+    module, _, attribute = kind.partition(":")
+    try:
+        entry = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"model kind {kind!r}: cannot import it ({err})") from None
+    if not isinstance(entry, ModelEntry):
+        raise ConfigError(f"model kind {kind!r} is a {type(entry).__name__}, not a ModelEntry")
+    return entry
+
+
 def build_population(
     kind: str, params: dict[str, Any], members: Sequence[MemberSpec], ctx: ModelContext
 ) -> Population:
     """The population of ``members`` for a model of ``kind`` configured by ``params``."""
-    if kind not in MODELS:
-        raise ConfigError(f"unknown model kind {kind!r}; known: {', '.join(sorted(MODELS))}")
-    entry = MODELS[kind]
+    entry = model_entry(kind)
     if not entry.batchnorm and any(m.batchnorm for m in members):
         raise ConfigError(
             f"the {kind} model has no BatchNorm variant; set members.batchnorm=[false]"

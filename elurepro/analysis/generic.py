@@ -1,0 +1,59 @@
+"""The report of an experiment the paper does not have (one a user added): learning curves of
+what its members logged, and every unit against the baseline on the final error and loss."""
+
+from __future__ import annotations
+
+from elurepro.analysis.collect import FINISHED
+from elurepro.analysis.context import Analysis, ReportWriter
+from elurepro.analysis.diagnostics import theory_section
+from elurepro.analysis.figures import (
+    color_for,
+    log_scale_if_positive,
+    mean_curve,
+    new_figure,
+    panel_title,
+    plot_curve,
+)
+from elurepro.analysis.headline import comparisons_section
+
+# Panels, in this order, for whichever of these metrics the members logged.
+CURVES = (
+    ("train/loss", "training loss"),
+    ("train/error", "training error (%)"),
+    ("val/error", "validation error (%)"),
+    ("test/error", "test error (%)"),
+    ("train/recon_error", "training reconstruction error"),
+    ("test/recon_error", "test reconstruction error"),
+    ("act/median", "median unit activation"),
+)
+
+
+def report_generic(a: Analysis, w: ReportWriter) -> None:
+    logged = {name for m in a.members for name in m.metric_names()}
+    panels = [(metric, label) for metric, label in CURVES if metric in logged]
+    configs = a.configs()
+    if panels:
+        fig, axes = new_figure(1, len(panels))
+        for ax, (metric, label), letter in zip(axes[0], panels, "abcdefg", strict=False):
+            for config, members in configs.items():
+                finished = [m for m in members if m.status == FINISHED]
+                curve = mean_curve([m.epoch_series(metric) for m in finished])
+                style = "--" if members[0].batchnorm else "-"
+                plot_curve(
+                    ax,
+                    curve,
+                    label=f"{config} (n={curve.n})",
+                    color=color_for(members[0].unit),
+                    linestyle=style,
+                )
+            if metric.endswith("loss"):
+                log_scale_if_positive(ax)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            panel_title(ax, letter, label)
+        axes[0, 0].legend()
+        fig.suptitle(f"{a.experiment} (mean ± std over seeds) — {a.context()}")
+        w.section("Learning curves")
+        w.figure(fig, "learning_curves", f"{a.experiment}: learning curves ({a.context()})")
+    comparisons_section(a, w)
+    theory_section(a, w)
