@@ -216,3 +216,17 @@ def test_bf16_warns_only_where_it_would_be_emulated(native, mnist_root, tmp_path
         build.build_trainer(cfg, members, data, device, tmp_path / "pop")
     emulated = [w for w in caught if "no native bf16" in str(w.message)]
     assert len(emulated) == (0 if native else 1)
+
+
+def test_a_unit_with_parameters_is_learned_per_member(mnist_root, tmp_path):
+    """PReLU's slope belongs to one member: in a population each member trains its own, and a
+    member equals the same member trained alone."""
+    cfg = _cfg(mnist_root, tmp_path, "members.activations=[prelu]")
+    members = build.build_members(cfg)
+    pop = build.build_population(cfg, members, torch.device("cpu"))
+    slopes = [p for name, p in pop.named_parameters() if ".acts." in name]
+    assert len(slopes) == 8 * 2  # 8 hidden layers x 2 seeds
+    alone, _ = _train(cfg, [m for m in members if m.seed == 1])
+    together, _ = _train(_cfg(mnist_root, tmp_path / "t", "members.activations=[prelu]"))
+    a, b = _records(alone, "prelu-s1"), _records(together, "prelu-s1")
+    assert a[-1]["val/loss"] == pytest.approx(b[-1]["val/loss"], rel=1e-5)

@@ -54,10 +54,17 @@ class ModelEntry:
 def _mlp(members: Sequence[MemberSpec], ctx: ModelContext, sizes: Sequence[int]) -> Population:
     from elurepro.models.mlp import StackedMLP
 
+    # A unit with parameters (PReLU's slope) is learned per member: each member its own module,
+    # where parameter-free units share one module per contiguous slice of members.
+    keys = [
+        f"{m.activation.label}#{k}" if any(True for _ in m.activation.build().parameters())
+        else m.activation.label
+        for k, m in enumerate(members)
+    ]  # fmt: skip
     return StackedMLP(
         list(sizes),
         [m.activation.factory() for m in members],
-        [m.activation.label for m in members],
+        keys,
         [m.seed for m in members],
     )
 
