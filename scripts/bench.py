@@ -199,6 +199,22 @@ def conv_rate(device: torch.device) -> float:
     return best / 1e9
 
 
+def cpu_isa() -> str:
+    """'avx512-bf16', 'avx512' or 'avx2' (or 'other') from /proc/cpuinfo's flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "other"
+    flags = set(
+        next(
+            (ln.split(":", 1)[1] for ln in text.splitlines() if ln.startswith("flags")), ""
+        ).split()
+    )
+    if "avx512f" in flags:
+        return "avx512-bf16" if "avx512_bf16" in flags else "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
 # ------------------------------------------------------------------ the suite
 def suite_rate(
     case: Case, device: torch.device, steps: int, warmup: int, extra: tuple[str, ...] = ()
@@ -408,6 +424,8 @@ def main() -> None:
     if args.quick:
         steps = {k: 2 for k in steps}
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    if device.type == "cpu":  # CPUs of one model name differ in vector units: say which
+        slug += "-" + cpu_isa()
     out = Path(args.out) if args.out else REPO / "results" / "bench" / f"{slug}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
