@@ -358,3 +358,28 @@ def test_dropout_generator_masks_scale_and_reproduce():
     assert torch.equal(dropped[0], dropped[1])
     model.use_dropout_generator(None)
     assert all(m.generator is None for m in model.modules() if isinstance(m, nn.Dropout))
+
+
+@pytest.mark.parametrize("unit", ["elu", "relu", "lrelu", "srelu", "gelu"])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_pooling_before_a_non_decreasing_unit_changes_nothing(unit, batchnorm):
+    """Each stack's last unit runs after the max-pool when it is non-decreasing (and the monitor
+    is not watching): outputs and gradients equal the layer-by-layer order's."""
+    from elurepro.models.convnet import non_decreasing
+
+    torch.manual_seed(0)
+    stacks = [["1x8x3"], ["1x8x1", "1x12x2"], ["1x10x1"]]
+    net = StackConvNet(stacks, 3, 16, activation_factory(unit), [0.0] * 3, batchnorm=batchnorm)
+    assert [s.pool_first for s in net.stacks[:2]] == [
+        non_decreasing(net.stacks[0].layers[0].act)
+    ] * 2
+    x = torch.randn(6, 3, 16, 16)
+    fast = net(x)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), net.stacks[0].layers[0].conv.weight)
+    handles = [s.layers[-1].probe.register_forward_hook(lambda *_: None) for s in net.stacks]
+    plain = net(x)
+    (g_plain,) = torch.autograd.grad(plain.square().sum(), net.stacks[0].layers[0].conv.weight)
+    for h in handles:
+        h.remove()
+    torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_fast, g_plain, rtol=1e-5, atol=1e-6)

@@ -64,7 +64,7 @@ def test_small_sppnet_output_shape(size: int) -> None:
 def test_default_parameter_count_matches_the_layer_list() -> None:
     with torch.device("meta"):
         net = SPPNet(activation=activation_factory("relu"))
-    # Independent count: docs/protocol.md §5.5 layer list with U23/U24 (7x7 map into a {4,2,1} pyramid).
+    # Independent count: docs/protocol.md §5.5 layers with U23/U24 (7x7 map into a {4,2,1} pyramid).
     conv_layers = [(3, 96, 6)]
     previous = 96
     for layers, width in [(3, 512), (5, 768), (3, 1024)]:

@@ -25,8 +25,7 @@ def _cfg(mnist_root, runs, *overrides):
 
 def _without(rows: list[dict], prefix: str) -> list[dict]:
     return [
-        {k: v for k, v in r.items() if not k.startswith(prefix) and k != "wall_time"}
-        for r in rows
+        {k: v for k, v in r.items() if not k.startswith(prefix) and k != "wall_time"} for r in rows
     ]
 
 

@@ -45,8 +45,8 @@ from elurepro.analysis.tables import (
 CIFAR100_11LAYER_CONFIGS = list(PAPER_UNITS) + [f"{u}+bn" for u in PAPER_UNITS]
 START, END = 0.125, 0.8  # zoom windows as fractions of the run: [0, START] and [END, 1]
 
-# docs/protocol.md §6: ELU against each other unit without BN, ELU against ReLU with BN, and every unit
-# with BN against itself without. These are the rows set beside the paper's p < 0.001.
+# docs/protocol.md §6: ELU against each other unit without BN, ELU against ReLU with BN, and
+# every unit with BN against itself without. These are the rows set beside the paper's p < 0.001.
 PAPER_PAIRS = [("elu", other) for other in ("srelu", "relu", "lrelu")]
 PAPER_PAIRS.append(("elu", "relu+bn"))
 PAPER_PAIRS += [(f"{unit}+bn", unit) for unit in PAPER_UNITS]
@@ -222,7 +222,7 @@ def _cifar100_table(a: Analysis, w: ReportWriter) -> None:
 
 
 def cifar100_comparisons(a: Analysis) -> list[UnitComparison]:
-    """Every paired comparison of docs/protocol.md §6, on final test error and final training loss."""
+    """Every paired comparison of docs/protocol.md §6, on final test error and training loss."""
     out = []
     for h in HEADLINES[a.experiment]:
         metric = headline_metric(a, h) or h.metrics[0]
@@ -382,7 +382,10 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     for d in columns:
         if reasons.get(d):
             w.text(f"**{dataset_label(d, None)}: not comparable with the paper:** {reasons[d]}.")
-    w.text("Paper values marked [VERIFY] come from recollection (docs/protocol.md §9). (CSV: `table1.csv`)")
+    w.text(
+        "Paper values marked [VERIFY] come from recollection (docs/protocol.md §9). "
+        "(CSV: `table1.csv`)"
+    )
 
     # Test error at the end of each phase.
     rows = []

@@ -1,4 +1,5 @@
-"""CIFAR preprocessing of docs/protocol.md §4 (U1): global contrast normalization, then ZCA whitening.
+"""CIFAR preprocessing of docs/protocol.md §4 (U1): global contrast normalization, then ZCA
+whitening.
 
 The constants and semantics follow pylearn2 (``global_contrast_normalize`` and ``ZCA``), which
 the Maxout paper and hence the ELU paper used. The math runs in float64 on pixels on the 0-255

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from elurepro.activations import SReLU
 from elurepro.errors import ConfigError
 from elurepro.monitor import Probe
 
@@ -271,17 +272,36 @@ class _ConvLayer(nn.Module):
         return self.drop(self.probe(self.act(self.bn(self.conv(self.pad(x))))))
 
 
+def non_decreasing(act: nn.Module) -> bool:
+    """Whether the unit is non-decreasing, so that max-pooling commutes with it exactly."""
+    kind = type(act)
+    if kind is nn.LeakyReLU:
+        return act.negative_slope >= 0
+    if kind in (nn.ELU, nn.CELU):
+        return act.alpha >= 0
+    return kind in (nn.ReLU, nn.SELU, SReLU)
+
+
 class _Stack(nn.Module):
     def __init__(self, layers: list[_ConvLayer], pool: nn.Module) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.pool = pool
         self.drop = _Dropout(0.0)
+        last = layers[-1]
+        # max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f: the stack's last unit can run
+        # on the pooled map, a quarter of the values (its layer has no dropout of its own).
+        self.pool_first = isinstance(pool, nn.MaxPool2d) and non_decreasing(last.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
+        *head, last = self.layers
+        for layer in head:
             x = layer(x)
-        return self.drop(self.pool(x))
+        # Whoever watches the unpooled activations (the monitors) or the pooled ones gets them.
+        observed = any(m._forward_hooks or m._forward_pre_hooks for m in (last.probe, self.pool))
+        if self.pool_first and not observed:
+            return self.drop(last.act(self.pool(last.bn(last.conv(last.pad(x))))))
+        return self.drop(self.pool(last(x)))
 
 
 class StackConvNet(nn.Module):

@@ -218,7 +218,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def forward_macs(model: SPPNet, input_size: int) -> int:
-    """Multiply-accumulates of the conv and FC layers for one image (docs/protocol.md §8 convention)."""
+    """Multiply-accumulates of the conv and FC layers per image (docs/protocol.md §8 convention)."""
     macs, side = 0, input_size
     for m in model.features.modules():
         if isinstance(m, nn.Conv2d):

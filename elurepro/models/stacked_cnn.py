@@ -25,7 +25,7 @@ from torch import nn
 
 from elurepro.data.stream import derived_seed
 from elurepro.errors import ConfigError
-from elurepro.models.convnet import StackConvNet, dropout_mask
+from elurepro.models.convnet import StackConvNet, dropout_mask, non_decreasing
 from elurepro.models.fused import PointwiseKernels, pointwise_kernels
 from elurepro.monitor import Probe
 
@@ -150,7 +150,7 @@ class _Layer(nn.Module):
             else None
         )
         # Units for which max(f(a), f(b)) = f(max(a, b)): pooling may come first.
-        self.monotone = hidden and all(_non_decreasing(act) for act in self.acts)
+        self.monotone = hidden and all(non_decreasing(act) for act in self.acts)
         self.probe = Probe() if hidden else nn.Identity()
         self.drop_p = 0.0
 
@@ -196,14 +196,6 @@ def _cat_batchnorm(bns: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
             getattr(bn, name).copy_(torch.cat([getattr(b, name) for b in bns]))
         bn.num_batches_tracked.copy_(ref.num_batches_tracked)
     return bn
-
-
-def _non_decreasing(act: nn.Module) -> bool:
-    if type(act) is nn.LeakyReLU:
-        return act.negative_slope >= 0
-    if type(act) is nn.ELU:
-        return act.alpha >= 0
-    return pointwise_kernels(act) is not None  # ReLU, SReLU
 
 
 class StackedConvNets(nn.Module):
