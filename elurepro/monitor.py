@@ -1,4 +1,4 @@
-"""Mean-activation monitor (PAPER.md §3 and §5.1).
+"""Mean-activation monitor (docs/protocol.md §3 and §5.1).
 
 Models put a ``Probe`` after every hidden activation. During a monitoring pass over a fixed data
 subset the monitor sums each probe's output per unit (a channel, for conv maps) and per member,
@@ -49,8 +49,8 @@ class ActivationMonitor:
     def __init__(self, population: nn.Module, num_members: int) -> None:
         self.num_members = num_members
         self._probes: list[tuple[Probe, int | None, int]] = []  # probe, member, layer index
-        members = getattr(population, "members", None)
-        if isinstance(members, nn.ModuleList):
+        members = population.member_nets()  # the Population interface (models/population.py)
+        if members is not None:
             for k, member in enumerate(members):
                 for layer, probe in enumerate(_probes_of(member)):
                     self._probes.append((probe, k, layer))

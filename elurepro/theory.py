@@ -1,4 +1,4 @@
-"""The paper's §2 theory as per-layer diagnostics, measured on a fixed batch (PAPER.md §3).
+"""The paper's §2 theory as per-layer diagnostics, measured on a fixed batch (docs/protocol.md §3).
 
 ``TheoryMonitor(population, K).measure(x, y, loss_fn, lr)`` returns {metric: float64 [K]}.
 Receiving layers are every Linear / Conv2d / StackedLinear of a member except its first (which
@@ -191,8 +191,8 @@ def _kind(m: nn.Module) -> str:
 
 
 def _receiving_sites(population: nn.Module, num_members: int) -> list[_Site]:
-    members = getattr(population, "members", None)
-    if isinstance(members, nn.ModuleList):
+    members = population.member_nets()  # the Population interface (models/population.py)
+    if members is not None:
         if len(members) != num_members:
             raise ValueError(f"population has {len(members)} members, not {num_members}")
         per_member = [_weight_layers(m) for m in members]

@@ -7,15 +7,12 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from elurepro.activations import activation_factory
 from elurepro.errors import ConfigError
 from elurepro.models.convnet import (
-    CIFAR_11LAYER_DROPOUT,
-    CIFAR_11LAYER_STACKS,
-    CIFAR_18LAYER_DROPOUT,
-    CIFAR_18LAYER_STACKS,
     LayerSpec,
     StackConvNet,
     layer_shapes,
@@ -23,7 +20,17 @@ from elurepro.models.convnet import (
     with_classes,
 )
 from elurepro.monitor import Probe
+from tests.hydra_utils import CONFIGS
 
+
+def _paper_net(model: str) -> tuple[list[list[str]], list[float]]:
+    """The stacks and dropout rates the training reads: the model YAML, the one source."""
+    cfg = yaml.safe_load((CONFIGS / "model" / f"{model}.yaml").read_text())
+    return cfg["stacks"], cfg["dropout"]
+
+
+CIFAR_11LAYER_STACKS, CIFAR_11LAYER_DROPOUT = _paper_net("cnn11")
+CIFAR_18LAYER_STACKS, CIFAR_18LAYER_DROPOUT = _paper_net("cnn18")
 NETS = {
     "11layer": (CIFAR_11LAYER_STACKS, CIFAR_11LAYER_DROPOUT),
     "18layer": (CIFAR_18LAYER_STACKS, CIFAR_18LAYER_DROPOUT),

@@ -395,21 +395,18 @@ def test_the_monitor_hands_out_the_per_unit_means_behind_its_medians() -> None:
     import torch
     from torch import nn
 
+    from elurepro.models.population import MemberList
     from elurepro.monitor import ActivationMonitor, Probe
 
     torch.manual_seed(0)
 
-    class Pop(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.members = nn.ModuleList(
-                nn.Sequential(
-                    nn.Linear(5, 7), nn.ELU(), Probe(), nn.Linear(7, 4), nn.ReLU(), Probe()
-                )
-                for _ in range(2)
-            )
-
-    pop, x = Pop(), torch.randn(50, 5)
+    pop = MemberList(
+        [
+            nn.Sequential(nn.Linear(5, 7), nn.ELU(), Probe(), nn.Linear(7, 4), nn.ReLU(), Probe())
+            for _ in range(2)
+        ]
+    )
+    x = torch.randn(50, 5)
     medians, units = ActivationMonitor(pop, 2).measure_units(lambda: [m(x) for m in pop.members])
     assert [[len(u) for u in layer] for layer in units] == [[7, 7], [4, 4]]
     with torch.no_grad():

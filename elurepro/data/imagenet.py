@@ -1,4 +1,5 @@
-"""ImageNet in ``ImageFolder`` layout: checks, mean image, loaders, top-k errors (PAPER.md §5.5).
+"""ImageNet in ``ImageFolder`` layout: checks, mean image, loaders, top-k errors
+(docs/protocol.md §5.5).
 
 Pixels are floats on the 0-1 scale (uint8 / 255), not Caffe's 0-255: the nets use He init, which
 keeps the input's scale through the layers, so 0-255 inputs would make the initial logits about
@@ -102,9 +103,10 @@ class CropMinusMean(torch.nn.Module):
     """Crops a uint8 [3, H, W] image (randomly with a random horizontal flip, or at the centre)
     and returns the crop as 0-1 floats minus the same crop of the [3, H, W] mean image.
 
-    This equals subtracting the mean from the whole image and cropping after (PAPER.md §5.5), but
-    flips bytes instead of floats and converts only the crop: about half the per-image cost of
-    ``ToDtype``, subtraction, ``RandomCrop`` and ``RandomHorizontalFlip`` in that order.
+    This equals subtracting the mean from the whole image and cropping after (docs/protocol.md
+    §5.5), but flips bytes instead of floats and converts only the crop: about half the
+    per-image cost of ``ToDtype``, subtraction, ``RandomCrop`` and ``RandomHorizontalFlip`` in
+    that order.
     Randomness comes from ``generator`` when given (the trainer derives one per image), else from
     torch's global generator, which loader workers seed as for v2 transforms.
     """

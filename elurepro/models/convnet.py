@@ -1,4 +1,7 @@
-"""The paper's CIFAR CNNs, built from its stack notation (PAPER.md §4, §5.3, §5.4).
+"""The paper's CIFAR CNNs, built from its stack notation (docs/protocol.md §4, §5.3, §5.4)
+
+The nets themselves are data: ``configs/model/cnn11.yaml`` and ``cnn18.yaml`` hold their stacks
+and dropout rates, and nothing here repeats them..
 
 A stack is a list of layer groups "n x c x k" (n conv layers, c channels, k x k kernels) and is
 followed by 2x2/2 max-pooling and dropout. The last layer of the last stack gives the class
@@ -8,7 +11,7 @@ scores. How 2x2 convs are padded and how pooling rounds is not in the paper (U2)
   ceil-mode pooling (Caffe style); pooling skipped on a 1x1 map.
 - "B": as A, floor-mode pooling.
 - "C": even k "same" with asymmetric zero pad (k/2 - 1 before, k/2 after); floor pooling.
-- "V": even k unpadded, ceil pooling: the reading PAPER.md §4 rules out (the 18-layer net
+- "V": even k unpadded, ceil pooling: the reading docs/protocol.md §4 rules out (the 18-layer net
   shrinks to nothing); kept so that the shape check can show why.
 """
 
@@ -25,31 +28,6 @@ from torch import nn
 from elurepro.activations import SReLU
 from elurepro.errors import ConfigError
 from elurepro.monitor import Probe
-
-CIFAR_11LAYER_STACKS: list[list[str]] = [
-    ["1x192x5"],
-    ["1x192x1", "1x240x3"],
-    ["1x240x1", "1x260x2"],
-    ["1x260x1", "1x280x2"],
-    ["1x280x1", "1x300x2"],
-    ["1x300x1"],
-    ["1x100x1"],
-]
-CIFAR_11LAYER_DROPOUT: list[float] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0]
-
-# As listed in the paper: 19 conv layers although the text says 18 (U15).
-CIFAR_18LAYER_STACKS: list[list[str]] = [
-    ["1x384x3"],
-    ["1x384x1", "1x384x2", "2x640x2"],
-    ["1x640x1", "3x768x2"],
-    ["1x768x1", "2x896x2"],
-    ["1x896x3", "2x1024x2"],
-    ["1x1024x1", "1x1152x2"],
-    ["1x1152x1"],
-    ["1x100x1"],
-]
-# The paper's 7 rates go to stacks 1-7, none on the classifier stack (U13).
-CIFAR_18LAYER_DROPOUT: list[float] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0, 0.0]
 
 # convention -> (padding of even kernels, ceil-mode pooling)
 CONVENTIONS: dict[str, tuple[str, bool]] = {
@@ -436,7 +414,7 @@ def _convention(convention: str) -> tuple[str, bool]:
     if convention not in CONVENTIONS:
         raise ConfigError(
             f"unknown padding/pooling convention {convention!r}; use one of "
-            f"{', '.join(CONVENTIONS)} (PAPER.md §4)"
+            f"{', '.join(CONVENTIONS)} (docs/protocol.md §4)"
         )
     return CONVENTIONS[convention]
 
