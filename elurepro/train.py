@@ -26,8 +26,8 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from elurepro import build, distributed
-from elurepro.build.validate import validate_config
+from elurepro import assemble, distributed
+from elurepro.assemble.validate import validate_config
 from elurepro.checkpoint import check_writable
 from elurepro.distributed import DistContext
 from elurepro.errors import ElureproError, os_error_name, storage_error
@@ -47,10 +47,10 @@ def run(cfg: DictConfig) -> int:
 
 
 def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
-    device = ctx.device if ctx else build.pick_device(cfg.device)
+    device = ctx.device if ctx else assemble.pick_device(cfg.device)
     main = ctx is None or ctx.is_main
     say = print if main else lambda *args: None
-    chunks = build.plan_chunks(cfg, ctx)
+    chunks = assemble.plan_chunks(cfg, ctx)
     members = [m for c in chunks for m in c]
     legacy = legacy_populations(
         Path(cfg.runs_dir) / cfg.name / f"{cfg.data.name}-{cfg.budget.name}"
@@ -59,10 +59,10 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
         raise ElureproError(legacy_message(legacy))
     # A runs folder that cannot be written is found now, not after minutes of data loading.
     check_writable(Path(cfg.runs_dir) / cfg.name)
-    data = build.build_data(cfg, device, ctx)
+    data = assemble.build_data(cfg, device, ctx)
     if not data.info.get("official", True):
         say(f"note: {data.info['description']}; results are labelled as such")
-    sweep = build.make_sweep(cfg, data.info)
+    sweep = assemble.make_sweep(cfg, data.info)
     if main:
         sweep.write_record(mathematics(OmegaConf.to_container(cfg, resolve=True)), data.info)
     worker = f", worker {cfg.worker}" if cfg.worker is not None else ""
@@ -78,7 +78,7 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
     work = SweepWorker(sweep, chunks, StoreConfig(**cfg.store), say, ctx)
     for job in work.jobs():
         run_dir = sweep.population_dir(job.members)
-        trainer = build.build_trainer(
+        trainer = assemble.build_trainer(
             cfg, job.members, data, device, run_dir, ctx, sweep, job.claims, job.done
         )
         if _command is not None:  # provenance.json, summaries and TensorBoard's text name it

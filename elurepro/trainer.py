@@ -98,6 +98,10 @@ class ExecConfig:
 
     channels_last: bool = False
     compile: bool = False
+    # torch.compile's mode: "reduce-overhead" captures the compiled forward and backward as
+    # CUDA graphs on a GPU (static shapes: every training batch has the same size); on a CPU it
+    # compiles as "default" does.
+    compile_mode: str = "default"
     bf16: bool = False
     tf32: bool = False  # CUDA only
 
@@ -234,7 +238,11 @@ class Trainer:
         if dist is not None:
             ids = [self.device.index] if self.device.type == "cuda" else None
             train_module = DistributedDataParallel(population, device_ids=ids)
-        self._forward = torch.compile(train_module) if self.exec.compile else train_module
+        self._forward = (
+            torch.compile(train_module, mode=self.exec.compile_mode)
+            if self.exec.compile
+            else train_module
+        )
         self._stop_signal: int | None = None
         self._saving = False  # a second signal waits while a checkpoint is being written
         self._pending_stop: int | None = None  # a second signal that came during a write

@@ -41,7 +41,7 @@ from torchvision.datasets import VisionDataset
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from elurepro import build  # noqa: E402
+from elurepro import assemble  # noqa: E402
 from elurepro.activations import build_activation  # noqa: E402
 from elurepro.data.augment import pad_crop_flip  # noqa: E402
 from elurepro.data.stream import Split, TensorStream  # noqa: E402
@@ -221,7 +221,7 @@ def suite_rate(
 ) -> tuple[float, tuple[int, int]]:
     """Member-images/s of the suite's trainer, and its (all, first-layer) MACs per member-image."""
     cfg = load_cfg(case, device.type, extra)
-    members = build.build_members(cfg)
+    members = assemble.build_members(cfg)
     if case.key in ("cnn11", "cnn18"):
         members = members[:1]  # CNN members train one per process in the paper configs
     n = max(case.batch * (steps + warmup), 2000)
@@ -236,7 +236,7 @@ def suite_rate(
     train = Split(x, y).to(device)
     small = Split(x[:200], y[:200]).to(device)
     augment = (lambda xb, g: pad_crop_flip(xb, 4, g)) if case.key.startswith("cnn") else None
-    data = build.DataBundle(
+    data = assemble.DataBundle(
         train,
         {"test": small},
         {},
@@ -248,7 +248,7 @@ def suite_rate(
     cfg.budget.max_steps = total
     cfg.train.act_every = None
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build.build_trainer(cfg, members, data, device, Path(tmp))
+        trainer = assemble.build_trainer(cfg, members, data, device, Path(tmp))
         # Log points (with their wall times) every `warmup` steps; evaluation and its checkpoint
         # only at the end, after the last timed step, so that neither is timed.
         trainer.loop.log_every = warmup
@@ -278,7 +278,7 @@ def population_rates(
     ``MemberList`` and as ``StackedConvNets``, with the trainer's step (stream batch, loss,
     zero_grad, backward, SGD) in a loop here: the trainer builds MemberLists only."""
     cfg = load_cfg(case, device.type, (f"population.max_members={k}",))
-    members = build.plan_chunks(cfg)[0][:k]
+    members = assemble.plan_chunks(cfg)[0][:k]
     n = max(case.batch * (steps + warmup), 2000)
     x, y = torch.randn(n, *case.image_shape), torch.randint(0, case.classes, (n,))
     stream = TensorStream(
@@ -290,7 +290,7 @@ def population_rates(
     task = build_task("classification")
     rates = {}
     for label in ("MemberList", "stacked"):
-        pop = build.build_population(cfg, members, device, case.classes)
+        pop = assemble.build_population(cfg, members, device, case.classes)
         if label == "stacked":
             pop = StackedConvNets(list(pop.member_nets()), [m.seed for m in members]).to(device)
         if cfg.execution.channels_last:
@@ -468,15 +468,19 @@ def measure(case: Case, device: torch.device, n: int, quick: bool, peak: float) 
         # The protocol's arithmetic at this machine's large-GEMM rate: no fp32 trainer beats it.
         "floor_s": case.protocol_images * flops / (peak * 1e9),
     }
-    options = [("bf16", ("execution.bf16=true",))]
-    if device.type == "cuda":
-        options.insert(0, ("tf32", ("execution.tf32=true",)))
+    options = []
     if case.key.startswith("cnn"):
-        for label, extra in options:
-            if label == "bf16" and not has_native_bf16(device):
-                row[label] = None  # emulated bf16 is tens of times slower: not worth the wait
-                continue
-            row[label], _ = suite_rate(case, device, n, warm, extra)
+        options.append(("bf16", ("execution.bf16=true",)))
+        if device.type == "cuda":
+            options.insert(0, ("tf32", ("execution.tf32=true",)))
+    if device.type == "cuda":  # the whole forward and backward replayed as CUDA graphs
+        graphs = ("execution.compile=true", "execution.compile_mode=reduce-overhead")
+        options.append(("graphs", graphs))
+    for label, extra in options:
+        if label == "bf16" and not has_native_bf16(device):
+            row[label] = None  # emulated bf16 is tens of times slower: not worth the wait
+            continue
+        row[label], _ = suite_rate(case, device, n, warm, extra)
     # Protocol time over floor = peak over the suite's rate: the two targets of issue 17.
     row["x_floor"] = case.protocol_images / suite / row["floor_s"]
     row["peak_share"] = row["suite_gflops"] / peak
@@ -543,8 +547,9 @@ def report(rows, name: str, device: torch.device, quick: bool, gemm: float, conv
         "",
         "| model | MAC/image | reference img/s | suite img/s | speed-up | suite GFLOP/s | "
         "% of GEMM peak | full paper protocol (suite) | floor at GEMM peak | x floor | "
-        "protocol | bf16 img/s | tf32 img/s |" + (" suite TFLOP/s (fp32 peak %) |" if peak else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else ""),
+        "protocol | bf16 img/s | tf32 img/s | CUDA graphs img/s |"
+        + (" suite TFLOP/s (fp32 peak %) |" if peak else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else ""),
     ]
 
     def option(r: dict, label: str) -> str:
@@ -570,6 +575,7 @@ def report(rows, name: str, device: torch.device, quick: bool, gemm: float, conv
             c.protocol_note,
             option(r, "bf16"),
             option(r, "tf32"),
+            option(r, "graphs"),
         ]
         if peak:
             tflops = r["suite_gflops"] / 1e3

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from elurepro import build
+from elurepro import assemble
 from elurepro.models.registry import ModelContext, ModelEntry
 from elurepro.monitor import Probe
 from tests.cifar_files import write_cifar10
@@ -148,8 +148,8 @@ def test_a_new_model_trains_at_smoke_budget_through_the_command(tmp_path: Path) 
 
     # The registry's seeded member loop: seed r gives every unit and BN variant the same convs.
     cfg = load_config(f"hydra.searchpath=[file://{conf}]", "experiment=tiny_resnet_cifar")
-    members = [m for m in build.build_members(cfg) if m.seed == 1]
-    nets = build.build_population(cfg, members, torch.device("cpu"), num_classes=10).members
+    members = [m for m in assemble.build_members(cfg) if m.seed == 1]
+    nets = assemble.build_population(cfg, members, torch.device("cpu"), num_classes=10).members
     convs = [{k: v for k, v in n.state_dict().items() if "bn" not in k} for n in nets]
     for other in convs[1:]:
         for key, value in convs[0].items():

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from elurepro import build
+from elurepro import assemble
 from elurepro.tasks import Reconstruction
 from tests.hydra_utils import load_config
 from tests.train_utils import summary as read_summary
@@ -23,9 +23,9 @@ def _cfg(mnist_root, runs, *overrides):
 def test_architecture_matches_section_5_2(mnist_root, tmp_path):
     cfg = _cfg(mnist_root, tmp_path)
     assert list(cfg.model.sizes) == [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
-    members = build.build_members(cfg)
+    members = assemble.build_members(cfg)
     assert len(members) == 16 and {m.lr for m in members} == {1e-2, 1e-3, 1e-4, 1e-5}
-    pop = build.build_population(cfg, members, torch.device("cpu"))
+    pop = assemble.build_population(cfg, members, torch.device("cpu"))
     # Independent count: untied weights of the encoder and its mirror, plus one bias per unit.
     enc = [(784, 1000), (1000, 500), (500, 250), (250, 30)]
     per_member = sum(a * b for a, b in enc) * 2 + (1000 + 500 + 250 + 30) + (250 + 500 + 1000 + 784)
@@ -65,7 +65,7 @@ def test_smoke_run_records_every_member_and_divergence(mnist_root, tmp_path):
         "members.lrs=[0.01,100.0]",
         "optim.lr=0.01",
     )
-    members = build.build_members(cfg)
+    members = assemble.build_members(cfg)
     sweep, status = train(cfg, members)
     assert status == "finished"
     summaries = {m.id: read_summary(sweep, m.id) for m in members}

@@ -3,14 +3,14 @@ import json
 import pytest
 import torch
 
-from elurepro import build
+from elurepro import assemble
 from tests.cifar_files import write_cifar10
 from tests.hydra_utils import load_config
 
 
 def test_paper_schedules_in_steps():
     cfg = load_config("experiment=cifar100_11layer")
-    plan = build.plan_steps(cfg, steps_per_epoch=500, lrs=[0.01])
+    plan = assemble.plan_steps(cfg, steps_per_epoch=500, lrs=[0.01])
     assert plan.loop.total_steps == 165000
     lr = plan.optim.lr
     assert [lr(0), lr(34999), lr(35000), lr(85000), lr(135000), lr(164999)] == [
@@ -26,13 +26,15 @@ def test_paper_schedules_in_steps():
 
 
 def test_18layer_phases_and_their_scaling():
-    paper = build.plan_steps(load_config("experiment=cifar_18layer"), 500, [0.01])
+    paper = assemble.plan_steps(load_config("experiment=cifar_18layer"), 500, [0.01])
     assert paper.loop.total_steps == 205000
     assert [p.start for p in paper.optim.dropout_phases] == [115000, 165000]
     assert paper.optim.dropout_phases[1].rates[:6] == (0.0, 0.15, 0.3, 0.45, 0.6, 0.75)
     assert all(p.all_layers for p in paper.optim.dropout_phases)
     assert paper.optim.lr(34999) == 0.01 and paper.optim.lr(35000) == 0.001
-    short = build.plan_steps(load_config("experiment=cifar_18layer", "budget=short"), 500, [0.01])
+    short = assemble.plan_steps(
+        load_config("experiment=cifar_18layer", "budget=short"), 500, [0.01]
+    )
     assert short.loop.total_steps == 20500
     assert [p.start for p in short.optim.dropout_phases] == [11500, 16500]
     assert short.optim.lr.boundaries == [3500]
@@ -54,19 +56,19 @@ def test_cifar_smoke_run_pairs_initial_weights(tmp_path):
     )
     device = torch.device("cpu")
     with pytest.warns(UserWarning, match="md5"):
-        data = build.build_data(cfg, device)
+        data = assemble.build_data(cfg, device)
     assert data.info["official"] is False and data.train.x.shape[1:] == (3, 32, 32)
-    chunks = build.plan_chunks(cfg)
+    chunks = assemble.plan_chunks(cfg)
     assert [c[0].id for c in chunks] == ["elu-s0", "elu+bn-s0", "relu-s0", "relu+bn-s0"]
-    nets = [build.build_population(cfg, c, device, num_classes=10).members[0] for c in chunks]
+    nets = [assemble.build_population(cfg, c, device, num_classes=10).members[0] for c in chunks]
     first = nets[0].state_dict()
     for net in nets[1:]:  # same seed: same conv weights for every unit and BN variant
         for key, value in net.state_dict().items():
             if "conv" in key:
                 torch.testing.assert_close(value, first[key])
-    sweep = build.make_sweep(cfg, data.info)
+    sweep = assemble.make_sweep(cfg, data.info)
     run_dir = sweep.population_dir(chunks[1])
-    trainer = build.build_trainer(cfg, chunks[1], data, device, run_dir, sweep=sweep)
+    trainer = assemble.build_trainer(cfg, chunks[1], data, device, run_dir, sweep=sweep)
     assert trainer.run() == "finished"
     summary = json.loads((sweep.member_dir(chunks[1][0]) / "summary.json").read_text())
     assert summary["data"]["official"] is False and "LOSSY" not in summary["data"]["description"]

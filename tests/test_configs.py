@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from elurepro import build
+from elurepro import assemble
 from tests.hydra_utils import experiments, load_config
 
 
@@ -11,7 +11,7 @@ def test_every_experiment_composes_and_plans(experiment, budget):
     cfg = load_config(f"experiment={experiment}", f"budget={budget}")
     OmegaConf.resolve(cfg)
     assert cfg.name == experiment
-    chunks = build.plan_chunks(cfg)
+    chunks = assemble.plan_chunks(cfg)
     assert chunks and all(chunks)
 
 
@@ -24,7 +24,7 @@ def test_mnist_meanact_matches_paper_section_5_1():
         64,
         300,
     )
-    members = build.build_members(cfg)
+    members = assemble.build_members(cfg)
     assert sorted({m.group for m in members}) == ["elu", "lrelu", "relu"]
     assert sorted({m.seed for m in members}) == [0, 1, 2, 3, 4]
     lrelu = {m.activation.kwargs.get("alpha") for m in members if m.activation.name == "lrelu"}
@@ -32,7 +32,7 @@ def test_mnist_meanact_matches_paper_section_5_1():
 
 
 def test_smoke_budget_limits_seeds():
-    members = build.build_members(load_config("experiment=mnist_meanact", "budget=smoke"))
+    members = assemble.build_members(load_config("experiment=mnist_meanact", "budget=smoke"))
     assert sorted({m.seed for m in members}) == [0, 1]
 
 
@@ -42,8 +42,8 @@ def _key(*overrides: str, drop_tf32: bool = False, fingerprint: str = "f" * 16) 
     if drop_tf32:  # as written by a version of the suite without the key
         cfg = OmegaConf.create(OmegaConf.to_container(cfg))
         del cfg.execution["tf32"]
-    sweep = build.make_sweep(cfg, {"name": "mnist", "fingerprint": fingerprint})
-    (member,) = [m for m in build.build_members(cfg) if m.id == "elu-s0"]
+    sweep = assemble.make_sweep(cfg, {"name": "mnist", "fingerprint": fingerprint})
+    (member,) = [m for m in assemble.build_members(cfg) if m.id == "elu-s0"]
     return str(sweep.member_dir(member).relative_to(cfg.runs_dir)), sweep.member_key(member)
 
 

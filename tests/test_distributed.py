@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from elurepro import build
+from elurepro import assemble
 from elurepro.distributed import first_host, torch_env_from_tasks
 from tests.hydra_utils import CONFIGS, load_config
 
@@ -109,7 +109,7 @@ def test_slurm_launcher_config_composes() -> None:
         del cfg["hydra"]
     plain = load_config("experiment=imagenet_15layer_spp", "runs_dir=/r")
     info = {"name": "imagenet", "fingerprint": "0123456789abcdef"}
-    assert build.make_sweep(cfg, info) == build.make_sweep(plain, info)
+    assert assemble.make_sweep(cfg, info) == assemble.make_sweep(plain, info)
 
 
 def test_local_gpus_launcher_config_composes() -> None:

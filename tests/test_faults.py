@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from elurepro.build.validate import validate_config
+from elurepro.assemble.validate import validate_config
 from elurepro.checkpoint import (
     CorruptCheckpoint,
     file_mode,

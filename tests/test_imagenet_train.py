@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from elurepro import build, distributed
+from elurepro import assemble, distributed
 from elurepro.activations import activation_factory
 from elurepro.data.stream import StepSampler
 from elurepro.errors import ConfigError
@@ -112,7 +112,7 @@ def test_sampler_rejects_a_batch_the_ranks_cannot_share() -> None:
 
 def _stream(folder: Path, tmp_path: Path, *overrides: str):
     cfg = load_config(*_args(folder, tmp_path / "runs", *overrides))
-    return build.build_data(cfg, torch.device("cpu")).stream([0])
+    return assemble.build_data(cfg, torch.device("cpu")).stream([0])
 
 
 def test_loader_batches_ignore_workers_and_restarts(folder: Path, tmp_path: Path) -> None:
@@ -203,23 +203,23 @@ def test_interrupt_and_rerun_gives_identical_metrics(folder: Path, tmp_path: Pat
 
 def test_elu_and_relu_start_from_the_same_weights(folder: Path) -> None:
     cfg = load_config(*_args(folder, Path("unused"), "members.activations=[elu,relu]"))
-    chunks = build.plan_chunks(cfg)
+    chunks = assemble.plan_chunks(cfg)
     assert [c[0].id for c in chunks] == ["elu-s0", "relu-s0"]
-    nets = [build.build_population(cfg, c, torch.device("cpu"), num_classes=6) for c in chunks]
+    nets = [assemble.build_population(cfg, c, torch.device("cpu"), num_classes=6) for c in chunks]
     for (key, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=key)
 
 
 def test_too_small_inputs_for_the_paper_net_are_a_config_error() -> None:
     cfg = load_config("experiment=imagenet_15layer_spp", "budget=smoke", "budget.crop=96")
-    members = build.build_members(cfg)[:1]
+    members = assemble.build_members(cfg)[:1]
     with pytest.raises(ConfigError, match="largest pyramid level needs at least 4x4"):
-        build.build_population(cfg, members, torch.device("cpu"), num_classes=10)
+        assemble.build_population(cfg, members, torch.device("cpu"), num_classes=10)
 
 
 def test_paper_protocol_in_steps() -> None:
     cfg = load_config("experiment=imagenet_15layer_spp")
-    plan = build.plan_steps(cfg, steps_per_epoch=10009, lrs=[0.01])
+    plan = assemble.plan_steps(cfg, steps_per_epoch=10009, lrs=[0.01])
     lr = plan.optim.lr
     assert plan.loop.total_steps == 250000 and cfg.train.batch_size == 128
     assert [lr(0), lr(149999), lr(150000), lr(224999), lr(225000)] == [
@@ -231,8 +231,8 @@ def test_paper_protocol_in_steps() -> None:
     ]
     assert (plan.loop.log_every, plan.loop.eval_every) == (500, 10000)
     assert (plan.optim.momentum, plan.optim.weight_decay) == (0.9, 5e-4)
-    assert build.image_sizes(cfg) == (256, 224) and cfg.data.val_subset == 5000
-    assert [m.id for m in build.build_members(cfg)] == ["elu-s0", "relu-s0"]
+    assert assemble.image_sizes(cfg) == (256, 224) and cfg.data.val_subset == 5000
+    assert [m.id for m in assemble.build_members(cfg)] == ["elu-s0", "relu-s0"]
 
 
 # ---------------------------------------------------------------------------- processes
@@ -258,12 +258,12 @@ def _ddp_worker(rank: int, world: int, port: int, args: list[str], stop_at: int)
     ctx = distributed.init_distributed("cpu")
     try:
         cfg = load_config(*args)
-        (members,) = build.plan_chunks(cfg, ctx)
-        data = build.build_data(cfg, ctx.device, ctx)
-        sweep = build.make_sweep(cfg, data.info)
+        (members,) = assemble.plan_chunks(cfg, ctx)
+        data = assemble.build_data(cfg, ctx.device, ctx)
+        sweep = assemble.make_sweep(cfg, data.info)
         run_dir = sweep.population_dir(members)
         for stop in (stop_at, None):
-            trainer = build.build_trainer(cfg, members, data, ctx.device, run_dir, ctx, sweep)
+            trainer = assemble.build_trainer(cfg, members, data, ctx.device, run_dir, ctx, sweep)
             trainer.run(stop_at=stop)
     finally:
         distributed.shutdown(ctx)
@@ -322,7 +322,7 @@ def test_two_ddp_processes_equal_one_process(folder: Path, tmp_path: Path) -> No
 
 def _initial_out_weight(folder: Path) -> torch.Tensor:
     cfg = load_config(*_args(folder, Path("unused")))
-    net = build.build_population(cfg, build.build_members(cfg), torch.device("cpu"), 6)
+    net = assemble.build_population(cfg, assemble.build_members(cfg), torch.device("cpu"), 6)
     return net.state_dict()["members.0.classifier.out.weight"]
 
 

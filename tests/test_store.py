@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from elurepro import build
+from elurepro import assemble
 from elurepro.store.claims import LOCK, read_claim, try_claim
 from elurepro.store.identity import ADDED_LATER, config_key
 from elurepro.train import run
@@ -69,8 +69,8 @@ def test_member_folder_ignores_the_rest_of_the_sweep():
 
     def folder(*overrides: str) -> Path:
         cfg = load_config("experiment=mnist_meanact", *overrides)
-        sweep = build.make_sweep(cfg, {"name": "mnist", "fingerprint": "a" * 16})
-        (m,) = [m for m in build.build_members(cfg) if m.id == "relu-s3"]
+        sweep = assemble.make_sweep(cfg, {"name": "mnist", "fingerprint": "a" * 16})
+        (m,) = [m for m in assemble.build_members(cfg) if m.id == "relu-s3"]
         return sweep.member_dir(m)
 
     base = folder()
@@ -84,13 +84,13 @@ def test_member_folder_ignores_the_rest_of_the_sweep():
 
 def test_data_and_activation_parameters_are_part_of_the_identity():
     cfg = load_config("experiment=mnist_meanact")
-    a = build.make_sweep(cfg, {"name": "mnist", "fingerprint": "a" * 16})
-    b = build.make_sweep(cfg, {"name": "mnist", "fingerprint": "b" * 16})
+    a = assemble.make_sweep(cfg, {"name": "mnist", "fingerprint": "a" * 16})
+    b = assemble.make_sweep(cfg, {"name": "mnist", "fingerprint": "b" * 16})
     assert a.root != b.root and a.root.parent == b.root.parent
     spelled = load_config("experiment=mnist_meanact", "members.activations=[{name: lrelu}]")
     explicit = load_config("experiment=mnist_meanact", "members.activations=[lrelu]")
     other = load_config("experiment=mnist_meanact", "members.activations=[{name:lrelu,alpha:0.3}]")
-    ids = [build.build_members(c)[0].id for c in (spelled, explicit, other)]
+    ids = [assemble.build_members(c)[0].id for c in (spelled, explicit, other)]
     assert ids == ["lrelu-s0", "lrelu-s0", "lrelu_alpha0.3-s0"]
 
 
@@ -109,8 +109,8 @@ GOLDEN = {
 @pytest.mark.parametrize("experiment", experiments())
 def test_paper_identities_are_unchanged(experiment):
     cfg = load_config(f"experiment={experiment}")
-    sweep = build.make_sweep(cfg, {"name": cfg.data.name, "fingerprint": "0" * 16})
-    first = build.build_members(cfg)[0]
+    sweep = assemble.make_sweep(cfg, {"name": cfg.data.name, "fingerprint": "0" * 16})
+    first = assemble.build_members(cfg)[0]
     assert sweep.member_key(first) == GOLDEN[experiment]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from elurepro import build
+from elurepro import assemble
 from tests.hydra_utils import load_config
 from tests.train_utils import member_dir, records, summary, train
 
@@ -87,7 +87,7 @@ def test_interrupt_and_rerun_gives_identical_metrics(mnist_root, tmp_path):
 
 def test_member_in_population_equals_member_alone(mnist_root, tmp_path):
     cfg = _cfg(mnist_root, tmp_path)
-    members = build.build_members(cfg)
+    members = assemble.build_members(cfg)
     alone, _ = _train(cfg, [m for m in members if m.id == "relu-s1"])
     together, _ = _train(cfg, members)
     a, b = _records(alone, "relu-s1"), _records(together, "relu-s1")
@@ -100,7 +100,7 @@ def test_member_in_population_equals_member_alone(mnist_root, tmp_path):
 
 def test_seed_gives_same_start_to_every_activation(mnist_root, tmp_path):
     cfg = _cfg(mnist_root, tmp_path)
-    pop = build.build_population(cfg, build.build_members(cfg), torch.device("cpu"))
+    pop = assemble.build_population(cfg, assemble.build_members(cfg), torch.device("cpu"))
     w = pop.net[0].weight  # [K, 784, 128]; members ordered elu s0, s1, lrelu s0, s1, relu s0, s1
     torch.testing.assert_close(w[0], w[2])
     torch.testing.assert_close(w[0], w[4])
@@ -208,12 +208,12 @@ def test_bf16_warns_only_where_it_would_be_emulated(native, mnist_root, tmp_path
 
     monkeypatch.setattr(trainer_module, "has_native_bf16", lambda device: native)
     cfg = _cfg(mnist_root, tmp_path, "execution.bf16=true")
-    members = build.build_members(cfg)
+    members = assemble.build_members(cfg)
     device = torch.device("cpu")
-    data = build.build_data(cfg, device)
+    data = assemble.build_data(cfg, device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        build.build_trainer(cfg, members, data, device, tmp_path / "pop")
+        assemble.build_trainer(cfg, members, data, device, tmp_path / "pop")
     emulated = [w for w in caught if "no native bf16" in str(w.message)]
     assert len(emulated) == (0 if native else 1)
 
@@ -222,8 +222,8 @@ def test_a_unit_with_parameters_is_learned_per_member(mnist_root, tmp_path):
     """PReLU's slope belongs to one member: in a population each member trains its own, and a
     member equals the same member trained alone."""
     cfg = _cfg(mnist_root, tmp_path, "members.activations=[prelu]")
-    members = build.build_members(cfg)
-    pop = build.build_population(cfg, members, torch.device("cpu"))
+    members = assemble.build_members(cfg)
+    pop = assemble.build_population(cfg, members, torch.device("cpu"))
     slopes = [p for name, p in pop.named_parameters() if ".acts." in name]
     assert len(slopes) == 8 * 2  # 8 hidden layers x 2 seeds
     alone, _ = _train(cfg, [m for m in members if m.seed == 1])

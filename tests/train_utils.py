@@ -7,18 +7,18 @@ from pathlib import Path
 
 import torch
 
-from elurepro import build
+from elurepro import assemble
 from elurepro.store.sweep import Sweep
 
 
 def train(cfg, members=None, stop_at=None, device=None, dist=None) -> tuple[Sweep, str]:
     """Train ``members`` (default: all of the config's) as one population in the run store."""
     device = device or torch.device("cpu")
-    members = members if members is not None else build.build_members(cfg)
-    data = build.build_data(cfg, device, dist)
-    sweep = build.make_sweep(cfg, data.info)
+    members = members if members is not None else assemble.build_members(cfg)
+    data = assemble.build_data(cfg, device, dist)
+    sweep = assemble.make_sweep(cfg, data.info)
     run_dir = sweep.population_dir(members)
-    trainer = build.build_trainer(cfg, members, data, device, run_dir, dist, sweep)
+    trainer = assemble.build_trainer(cfg, members, data, device, run_dir, dist, sweep)
     return sweep, trainer.run(stop_at=stop_at)
 
 

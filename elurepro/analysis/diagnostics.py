@@ -20,6 +20,7 @@ from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.figures import (
     color_for,
+    legend,
     log_scale_if_positive,
     mean_curve,
     new_figure,
@@ -161,7 +162,7 @@ def theory_section(a: Analysis, w: ReportWriter, speed_metric: str = "train/loss
         panel_title(ax, letter, label)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    axes[0, 0].legend()
+    legend(fig, axes[0, 0])
     fig.suptitle(f"§3 diagnostics over training (mean ± std over seeds) — {a.context()}")
     w.figure(fig, "theory_diagnostics", a.caption("§3 diagnostics", paper_figure=False))
 

@@ -99,6 +99,16 @@ def new_figure(
     return fig, axes
 
 
+def legend(fig: Figure, ax: Axes, many: int = 4) -> None:
+    """The legend of `ax`'s lines: inside the panel for a few, else one legend below the
+    figure for all panels (a panel-sized legend of ten units would hide the curves)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) <= many:
+        ax.legend(handles, labels)
+        return
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(5, len(labels)))
+
+
 @dataclass
 class Curve:
     """Mean and std over runs of one configuration's curve, at x points all runs share."""

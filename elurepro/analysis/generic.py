@@ -8,6 +8,7 @@ from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
     color_for,
+    legend,
     log_scale_if_positive,
     mean_curve,
     new_figure,
@@ -51,7 +52,7 @@ def report_generic(a: Analysis, w: ReportWriter) -> None:
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             panel_title(ax, letter, label)
-        axes[0, 0].legend()
+        legend(fig, axes[0, 0])
         fig.suptitle(f"{a.experiment} (mean ± std over seeds) — {a.context()}")
         w.section("Learning curves")
         w.figure(fig, "learning_curves", f"{a.experiment}: learning curves ({a.context()})")

@@ -47,7 +47,7 @@ NOT_MATHEMATICS = (
 NOT_MATHEMATICS_NESTED = {
     "data": ("root", "download", "workers"),
     "train": ("checkpoint_minutes", "eval_batch_size"),
-    "execution": ("channels_last", "compile"),
+    "execution": ("channels_last", "compile", "compile_mode"),
     # The budget's name is in the folder path; max_seeds only selects members.
     "budget": ("name", "max_seeds"),
 }

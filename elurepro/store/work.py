@@ -1,7 +1,7 @@
 """Which population a worker trains next: the first one, in plan order, that is neither finished
 nor claimed by another worker.
 
-Every worker started with the same command plans the same populations (``build.plan_chunks``),
+Every worker started with the same command plans the same populations (``assemble.plan_chunks``),
 so N workers on one sweep (N GPUs, a Slurm array) split it between them and each member is
 trained exactly once, seed-major. A population is claimed member by member, in plan order; a
 worker that cannot claim a population's first member leaves the whole population to its holder,

@@ -239,6 +239,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
     "execution": {
         "channels_last": boolean,
         "compile": boolean,
+        "compile_mode": choice("default", "reduce-overhead", "max-autotune"),
         "bf16": boolean,
         "tf32": boolean,
     },

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from elurepro.build.data import DataBundle, build_data, image_sizes, loader_workers
-from elurepro.build.steps import StepPlan, plan_steps
+from elurepro.assemble.data import DataBundle, build_data, image_sizes, loader_workers
+from elurepro.assemble.steps import StepPlan, plan_steps
 from elurepro.data.stream import TensorStream
 from elurepro.distributed import DistContext
 from elurepro.errors import ConfigError
