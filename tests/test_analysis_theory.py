@@ -87,3 +87,20 @@ def test_claims_are_answered_with_paired_tests(report) -> None:
     order = next(x for x in text.splitlines() if x.startswith("- Does ordering") and "q = " in x)
     assert "elu, lrelu, gelu, relu" in order and "ρ = 1.00" in order
     assert not math.isnan(p)
+
+
+def test_rank_agreement_is_exact_for_few_units() -> None:
+    from itertools import permutations
+
+    from scipy import stats
+
+    from elurepro.analysis.diagnostics import rank_agreement
+
+    a, b = [0.3, 0.1, 0.2, 0.5, 0.4], [2.0, 1.0, 3.0, 5.0, 4.0]
+    rho, p, method = rank_agreement(a, b)
+    observed = stats.spearmanr(a, b).statistic
+    count = sum(stats.spearmanr(a, [b[i] for i in o]).statistic >= observed - 1e-12
+                for o in permutations(range(5)))  # fmt: skip
+    assert rho == pytest.approx(observed) and p == pytest.approx(count / 120)
+    assert "exact" in method
+    assert rank_agreement([1, 2, 3], [1, 2, 3])[1] == pytest.approx(1 / 6)  # not "p = 0"

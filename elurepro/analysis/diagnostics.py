@@ -9,6 +9,7 @@ units by these diagnostics match their ordering by early training speed?
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -209,6 +210,27 @@ def theory_claims(
     return out
 
 
+EXACT_UP_TO = 8  # units: every ordering is enumerated (8! = 40,320)
+
+
+def rank_agreement(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, str]:
+    """Spearman's ρ of a and b, and the one-sided p of a ρ this large under random orderings:
+    exact (every permutation) for few units, where the usual approximation is meaningless
+    (it gives p = 0 for three units in the same order), else scipy's t approximation."""
+    rho = float(stats.spearmanr(a, b).statistic)
+    n = len(a)
+    if n <= EXACT_UP_TO:
+        # ρ is Pearson's r of the ranks (mid-ranks for ties): r of rank(a) with every
+        # reordering of rank(b) at once.
+        ra = stats.rankdata(a) - (n + 1) / 2
+        rb = stats.rankdata(b) - (n + 1) / 2
+        shuffled = rb[np.array(list(itertools.permutations(range(n))))]
+        rhos = shuffled @ ra / np.sqrt((ra @ ra) * (rb @ rb))
+        p = float(np.mean(rhos >= rho - 1e-12))
+        return rho, p, f"exact over all {math.factorial(n):,} orderings"
+    return rho, float(stats.spearmanr(a, b, alternative="greater").pvalue), "t approximation"
+
+
 def _ordering(
     a: Analysis, plain: dict[str, str], quantities: Sequence[Quantity], speed_metric: str
 ) -> list[str]:
@@ -241,12 +263,13 @@ def _ordering(
         units = [u for u in by_speed if u in score]
         if len(units) < 3:
             continue
-        rho, p = stats.spearmanr([speed[u] for u in units], [score[u] for u in units])
+        rho, p, method = rank_agreement([speed[u] for u in units], [score[u] for u in units])
         by_score = sorted(units, key=score.get)
         agree = "yes" if rho > 0 and p < 0.05 else ("partly" if rho > 0 else "no")
         out.append(
             f"Does ordering the units by {q.label} (smallest first: {', '.join(by_score)}) match "
             f"ordering them by early training loss (fastest first: {', '.join(units)})? "
-            f"**{agree}** — Spearman ρ = {rho:.2f} over {len(units)} units (p = {p:.3g})."
+            f"**{agree}** — Spearman ρ = {rho:.2f} over {len(units)} units (one-sided p = "
+            f"{p:.3g}, {method})."
         )
     return out

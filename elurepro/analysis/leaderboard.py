@@ -43,6 +43,7 @@ from elurepro.analysis.tables import (
     fmt_p,
     load_reported,
     markdown_table,
+    reduced_precision,
     write_csv,
 )
 from elurepro.errors import ElureproError
@@ -129,7 +130,9 @@ def _lines_for(a: Analysis, sweep: Sweep, h: Headline, members: Sequence[MemberR
             metric_label=label_of(a, h),
             metric=metric,
             sweep=sweep.name,
-            budget="/".join(sorted({m.budget or "unknown" for m in chosen})),
+            # The arithmetic is part of what a line is: fp32 and bf16 runs are never one line.
+            budget="/".join(sorted({m.budget or "unknown" for m in chosen}))
+            + "".join(f", {p}" for p in reduced_precision(chosen)),
             data=data_label(chosen),
             not_comparable=a.not_comparable,
             setting=_setting_label(a, dataset, lr),

@@ -222,6 +222,18 @@ def provenance(members: Sequence[MemberRun]) -> str:
     )
 
 
+def reduced_precision(members: Sequence[MemberRun]) -> list[str]:
+    """The arithmetic options other than fp32 that these members were trained with."""
+    return sorted(
+        {
+            key
+            for m in members
+            for key in ("bf16", "tf32")
+            if (((m.summary or {}).get("config") or {}).get("execution") or {}).get(key)
+        }
+    )
+
+
 def not_comparable_reason(
     members: Sequence[MemberRun], paper_dataset: str | Sequence[str] | None
 ) -> str | None:
@@ -256,14 +268,7 @@ def not_comparable_reason(
                     f"{member_data_label(m)}: its files' checksums are not the official release's"
                 )
         reasons.append("made on non-official data (" + "; ".join(described) + ")")
-    changed = sorted(
-        {
-            key
-            for m in members
-            for key in ("bf16", "tf32")
-            if (((m.summary or {}).get("config") or {}).get("execution") or {}).get(key)
-        }
-    )
+    changed = reduced_precision(members)
     if changed:
         reasons.append(
             f"trained with execution.{'/'.join(changed)}, which changes the arithmetic "
