@@ -418,7 +418,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     name = device_name(device)
     # Steps per measurement, by model size.
-    steps = {"mlp": 300, "ae": 60, "cnn11": 12, "cnn18": 3}
+    steps = {"mlp": 300, "ae": 60, "cnn11": 40, "cnn18": 6}
     if device.type == "cuda":
         steps = {"mlp": 1000, "ae": 500, "cnn11": 200, "cnn18": 30}
     if args.quick:
