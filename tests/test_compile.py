@@ -28,7 +28,6 @@ def _cfg(mnist_root, runs, *overrides):
     )
 
 
-@pytest.mark.slow  # compiling takes about a minute on 2 CPU cores
 @pytest.mark.filterwarnings("ignore:.*not the official release")
 def test_the_compiled_step_matches_the_eager_one(mnist_root, tmp_path):
     eager, _ = train(_cfg(mnist_root, tmp_path / "eager"))
