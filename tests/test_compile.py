@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hydra_utils import load_config
-from tests.train_utils import records, train
+from tests.train_utils import mnist_smoke, records, train
 
 
 def _cfg(mnist_root, runs, *overrides):
-    return load_config(
-        "experiment=mnist_meanact",
-        "budget=smoke",
-        f"data.root={mnist_root}",
-        f"runs_dir={runs}",
-        "progress=false",
+    return mnist_smoke(
+        mnist_root,
+        runs,
         "members.activations=[elu,relu]",
         "budget.max_seeds=1",
         "model.sizes=[784,64,64,10]",

@@ -2,25 +2,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from elurepro import assemble
 from tests.hydra_utils import load_config
-from tests.train_utils import member_dir, records, summary, train
+from tests.train_utils import member_dir, mnist_smoke, records, summary, train
 
-
-def _cfg(mnist_root: Path, runs: Path, *overrides: str):
-    return load_config(
-        "experiment=mnist_meanact",
-        "budget=smoke",
-        f"data.root={mnist_root}",
-        f"runs_dir={runs}",
-        "progress=false",
-        *overrides,
-    )
+_cfg = mnist_smoke
 
 
 def _train(cfg, members=None, stop_at=None):

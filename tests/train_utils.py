@@ -9,6 +9,19 @@ import torch
 
 from elurepro import assemble
 from elurepro.store.sweep import Sweep
+from tests.hydra_utils import load_config
+
+
+def mnist_smoke(mnist_root: Path, runs: Path, *overrides: str):
+    """mnist_meanact at smoke budget on the test MNIST files, into ``runs``."""
+    return load_config(
+        "experiment=mnist_meanact",
+        "budget=smoke",
+        f"data.root={mnist_root}",
+        f"runs_dir={runs}",
+        "progress=false",
+        *overrides,
+    )
 
 
 def train(cfg, members=None, stop_at=None, device=None, dist=None) -> tuple[Sweep, str]:
