@@ -607,7 +607,36 @@ def report(rows, name: str, device: torch.device, quick: bool, gemm: float, conv
             for k, rates in r["populations"].items():
                 a, b = rates["MemberList"], rates["stacked"]
                 lines.append(f"| {k} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
+    lines += ["", "Targets of issue 17, as measured in this run:", ""]
+    lines += [f"- {line}" for line in target_lines(rows, peak)]
     return "\n".join(lines) + "\n"
+
+
+def target_lines(rows: list[dict], gpu_peak: dict | None) -> list[str]:
+    """Each target of issue 17 against this run's numbers: met, or by how much it falls short."""
+    by = {r["case"].key: r for r in rows}
+    out = []
+
+    def verdict(name: str, value: float, target: float, better: str, unit: str) -> None:
+        met = value <= target if better == "lower" else value >= target
+        how = "met" if met else f"short by {abs(value / target - 1) * 100:.0f} %"
+        out.append(f"{name}: {value:{unit}} (target {'≤' if better == 'lower' else '≥'} "
+                   f"{target:{unit}}): {how}")  # fmt: skip
+
+    if "mlp" in by:
+        verdict("MNIST MLP protocol / its floor", by["mlp"]["x_floor"], 1.6, "lower", ".2f")
+    if "ae" in by:
+        verdict("autoencoder protocol / its floor", by["ae"]["x_floor"], 1.3, "lower", ".2f")
+    if "cnn11" in by:
+        r = by["cnn11"]
+        if gpu_peak:
+            share = r["suite_gflops"] / 1e3 / gpu_peak["fp32"]
+            verdict("11-layer CNN, share of the card's fp32 peak", share, 0.45, "higher", ".0%")
+        else:
+            verdict("11-layer CNN, share of the GEMM peak", r["peak_share"], 0.75, "higher", ".0%")
+        if r.get("bf16"):
+            verdict("11-layer CNN, bf16 / fp32", r["bf16"] / r["suite"], 1.8, "higher", ".2f")
+    return out
 
 
 if __name__ == "__main__":
