@@ -310,32 +310,22 @@ def dashboard_events(
     )
     for key, value in session_hparams(member, status).items():
         _value(start.hparams[key], value)
+
+    def session(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Event:
+        return Event(wall_time=now, step=0, summary=hparams_summary(tag, data))
+
+    start_data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
     events = [
         Event(wall_time=now, file_version="brain.Event:2"),
-        Event(
-            wall_time=now,
-            step=0,
-            summary=hparams_summary(
-                hparams_metadata.SESSION_START_INFO_TAG,
-                plugin_data_pb2.HParamsPluginData(session_start_info=start),
-            ),
-        ),
+        session(hparams_metadata.SESSION_START_INFO_TAG, start_data),
     ]
     if status in _SESSION_STATUS:
         end = plugin_data_pb2.SessionEndInfo(
             status=_SESSION_STATUS[status],
             end_time_secs=_mtime(folder / "summary.json") or now,
         )
-        events.append(
-            Event(
-                wall_time=now,
-                step=0,
-                summary=hparams_summary(
-                    hparams_metadata.SESSION_END_INFO_TAG,
-                    plugin_data_pb2.HParamsPluginData(session_end_info=end),
-                ),
-            )
-        )
+        end_data = plugin_data_pb2.HParamsPluginData(session_end_info=end)
+        events.append(session(hparams_metadata.SESSION_END_INFO_TAG, end_data))
     events.append(
         text_event("provenance", provenance_markdown(folder, member, provenance, status), now)
     )

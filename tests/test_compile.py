@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.train_utils import mnist_smoke, records, train
+from tests.train_utils import mnist_pair, records, train
 
 
 def _cfg(mnist_root, runs, *overrides):
-    return mnist_smoke(
-        mnist_root,
-        runs,
-        "members.activations=[elu,relu]",
-        "budget.max_seeds=1",
-        "model.sizes=[784,64,64,10]",
-        *overrides,
-    )
+    return mnist_pair(mnist_root, runs, "model.sizes=[784,64,64,10]", *overrides)
 
 
 @pytest.mark.filterwarnings("ignore:.*not the official release")

@@ -264,17 +264,25 @@ def test_set_dropout_changes_rates_keeps_weights():
     assert len(active) == 5  # stacks 2-6, after pooling only
 
 
+def _pooled_and_dropped(model: StackConvNet, run) -> tuple[list, list]:
+    """The first stack's pooled map and its output after dropout, for every forward of run()."""
+    pooled, dropped = [], []
+    stack = model.stacks[0]
+    hooks = [
+        stack.pool.register_forward_hook(lambda _m, _i, out: pooled.append(out)),
+        stack.register_forward_hook(lambda _m, _i, out: dropped.append(out)),
+    ]
+    run()
+    for h in hooks:
+        h.remove()
+    return pooled, dropped
+
+
 def test_dropout_is_applied_after_pooling_and_switches_off():
     model = build([["1x6x3", "1x6x1"], ["1x3x1"]], [0.5, 0.0], input_size=8)
     model.train()
-    pooled, dropped = [], []
-    stack = model.stacks[0]
-    h1 = stack.pool.register_forward_hook(lambda _m, _i, out: pooled.append(out))
-    h2 = stack.register_forward_hook(lambda _m, _i, out: dropped.append(out))
     x = torch.randn(4, 3, 8, 8)
-    model(x)
-    h1.remove()
-    h2.remove()
+    pooled, dropped = _pooled_and_dropped(model, lambda: model(x))
     kept = dropped[0] != 0
     assert 0 < kept.float().mean() < 1
     torch.testing.assert_close(dropped[0][kept], 2 * pooled[0][kept])
@@ -349,16 +357,14 @@ def test_dropout_generator_masks_scale_and_reproduce():
     model = build([["1x6x3", "1x6x1"], ["1x3x1"]], [0.5, 0.0], input_size=8).train()
     gen = torch.Generator()
     model.use_dropout_generator(gen)
-    pooled, dropped = [], []
-    stack = model.stacks[0]
-    h1 = stack.pool.register_forward_hook(lambda _m, _i, out: pooled.append(out))
-    h2 = stack.register_forward_hook(lambda _m, _i, out: dropped.append(out))
     x = torch.randn(64, 3, 8, 8)
-    for _ in range(2):
-        gen.manual_seed(11)
-        model(x)
-    h1.remove()
-    h2.remove()
+
+    def twice() -> None:
+        for _ in range(2):
+            gen.manual_seed(11)
+            model(x)
+
+    pooled, dropped = _pooled_and_dropped(model, twice)
     kept = dropped[0] != 0
     assert 0.4 < kept.float().mean() < 0.6
     torch.testing.assert_close(dropped[0][kept], 2 * pooled[0][kept])

@@ -6,17 +6,11 @@ import math
 
 import pytest
 
-from tests.train_utils import mnist_smoke, records, train
+from tests.train_utils import mnist_pair, records, train
 
 
 def _cfg(mnist_root, runs, *overrides):
-    return mnist_smoke(
-        mnist_root,
-        runs,
-        "members.activations=[elu,relu]",
-        "budget.max_seeds=1",
-        *overrides,
-    )
+    return mnist_pair(mnist_root, runs, *overrides)
 
 
 def _without(rows: list[dict], prefix: str) -> list[dict]:

@@ -24,6 +24,13 @@ def mnist_smoke(mnist_root: Path, runs: Path, *overrides: str):
     )
 
 
+def mnist_pair(mnist_root: Path, runs: Path, *overrides: str):
+    """The same, for one ELU and one ReLU member (seed 0): the smallest pair of units."""
+    return mnist_smoke(
+        mnist_root, runs, "members.activations=[elu,relu]", "budget.max_seeds=1", *overrides
+    )
+
+
 def train(cfg, members=None, stop_at=None, device=None, dist=None) -> tuple[Sweep, str]:
     """Train ``members`` (default: all of the config's) as one population in the run store."""
     device = device or torch.device("cpu")

@@ -13,12 +13,11 @@ from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import PAPER_UNITS, Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
-    Curve,
-    color_for,
-    mean_curve,
+    config_style,
     new_figure,
     panel_title,
     plot_curve,
+    step_curve,
     unit_name,
     zoom,
 )
@@ -59,17 +58,6 @@ D1_PHASES = [
 ]
 
 
-def _kcurve(members: Sequence[MemberRun], metric: str) -> Curve:
-    """Mean ± std over finished members against iterations in thousands."""
-    c = mean_curve([m.series(metric, "step") for m in members if m.status == FINISHED])
-    return Curve(c.x / 1000.0, c.mean, c.std, c.n)
-
-
-def _style(members: Sequence[MemberRun]) -> dict:
-    m = members[0]
-    return {"color": color_for(m.unit), "linestyle": "--" if m.batchnorm else "-"}
-
-
 def _max_kstep(members: Sequence[MemberRun]) -> float:
     steps = [r["step"] for m in members for r in m.records if r.get("step") is not None]
     return max(steps, default=0) / 1000.0
@@ -90,12 +78,12 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
             ("test/error", "test error (%)", "test error"),
         ]
     ):
-        curves = {c: _kcurve(ms, metric) for c, ms in plain.items()}
+        curves = {c: step_curve(ms, metric) for c, ms in plain.items()}
         for col, (part, window) in enumerate(windows):
             ax = axes[row, col]
             for config, curve in curves.items():
                 label = f"{config} (n={curve.n})"
-                plot_curve(ax, curve, label=label, **_style(plain[config]))
+                plot_curve(ax, curve, label=label, **config_style(plain[config]))
             if window:
                 zoom(ax, list(curves.values()), *window)
             ax.set_xlabel("iterations (×1000)")
@@ -124,12 +112,12 @@ def _fig5(a: Analysis, w: ReportWriter, xmax: float) -> None:
     for col, other in enumerate(others):
         wanted = [base, f"{base}+bn", other, f"{other}+bn"]
         chosen = [c for c in dict.fromkeys(wanted) if c in configs]
-        curves = {c: _kcurve(configs[c], "test/error") for c in chosen}
+        curves = {c: step_curve(configs[c], "test/error") for c in chosen}
         for row in range(2):
             ax = axes[row, col]
             for config, curve in curves.items():
                 label = f"{config} (n={curve.n})"
-                plot_curve(ax, curve, label=label, **_style(configs[config]))
+                plot_curve(ax, curve, label=label, **config_style(configs[config]))
             if row == 1:
                 zoom(ax, list(curves.values()), END * xmax, xmax)
             ax.set_xlabel("iterations (×1000)")
@@ -435,8 +423,8 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
             for group in groups:
                 chosen = [m for m in members if m.group == group]
                 if chosen:
-                    curve = _kcurve(chosen, metric)
-                    plot_curve(ax, curve, label=f"{group} (n={curve.n})", **_style(chosen))
+                    curve = step_curve(chosen, metric)
+                    plot_curve(ax, curve, label=f"{group} (n={curve.n})", **config_style(chosen))
             for m in members[:1]:
                 for _, end in phase_ends(m)[:-1]:
                     ax.axvline(end / 1000.0, color="gray", lw=0.7, ls=":")

@@ -20,10 +20,10 @@ from scipy import stats
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.figures import (
-    color_for,
+    config_style,
+    finished_curve,
     legend,
     log_scale_if_positive,
-    mean_curve,
     new_figure,
     panel_title,
     plot_curve,
@@ -142,20 +142,13 @@ def theory_section(a: Analysis, w: ReportWriter, speed_metric: str = "train/loss
     fig, axes = new_figure(2, 3)
     panels = [("train", f"{speed_metric} (Fig. 2b)")] + [(q, q.label) for q in quantities]
     for ax, (what, label), letter in zip(axes.flat, panels, "abcdef", strict=False):
+
+        def series(m: MemberRun, what=what) -> tuple[np.ndarray, np.ndarray]:
+            return m.epoch_series(speed_metric) if what == "train" else _values(m, what)
+
         for config, members in configs.items():
-            done = [m for m in members if m.status == FINISHED]
-            if what == "train":
-                curves = [m.epoch_series(speed_metric) for m in done]
-            else:
-                curves = [_values(m, what) for m in done]
-            curve = mean_curve(curves)
-            plot_curve(
-                ax,
-                curve,
-                label=f"{config} (n={curve.n})",
-                color=color_for(members[0].unit),
-                linestyle="--" if members[0].batchnorm else "-",
-            )
+            curve = finished_curve(members, series)
+            plot_curve(ax, curve, label=f"{config} (n={curve.n})", **config_style(members))
         if what == "train":
             log_scale_if_positive(ax)
         ax.set_xlabel("epoch")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,8 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from elurepro.analysis.collect import FINISHED, MemberRun
 
 DPI = 150
 
@@ -134,6 +136,27 @@ def mean_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> Curve:
     ys = np.stack([y[np.searchsorted(x, common)] for x, y in curves])
     std = ys.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(common))
     return Curve(common, ys.mean(axis=0), std, len(curves))
+
+
+def finished_curve(
+    members: Sequence[MemberRun],
+    series: Callable[[MemberRun], tuple[np.ndarray, np.ndarray]],
+    x_scale: float = 1.0,
+) -> Curve:
+    """Mean ± std of one configuration's curve over its finished members (x times x_scale)."""
+    c = mean_curve([series(m) for m in members if m.status == FINISHED])
+    return Curve(c.x * x_scale, c.mean, c.std, c.n)
+
+
+def step_curve(members: Sequence[MemberRun], metric: str) -> Curve:
+    """``metric`` against iterations in thousands (the CNN and ImageNet figures' x axis)."""
+    return finished_curve(members, lambda m: m.series(metric, "step"), 1e-3)
+
+
+def config_style(members: Sequence[MemberRun]) -> dict[str, str]:
+    """A configuration's line: its unit's colour, dashed with BN."""
+    m = members[0]
+    return {"color": color_for(m.unit), "linestyle": "--" if m.batchnorm else "-"}
 
 
 def plot_curve(

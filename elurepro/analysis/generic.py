@@ -3,14 +3,13 @@ what its members logged, and every unit against the baseline on the final error 
 
 from __future__ import annotations
 
-from elurepro.analysis.collect import FINISHED
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
-    color_for,
+    config_style,
+    finished_curve,
     legend,
     log_scale_if_positive,
-    mean_curve,
     new_figure,
     panel_title,
     plot_curve,
@@ -37,16 +36,8 @@ def report_generic(a: Analysis, w: ReportWriter) -> None:
         fig, axes = new_figure(1, len(panels))
         for ax, (metric, label), letter in zip(axes[0], panels, "abcdefg", strict=False):
             for config, members in configs.items():
-                finished = [m for m in members if m.status == FINISHED]
-                curve = mean_curve([m.epoch_series(metric) for m in finished])
-                style = "--" if members[0].batchnorm else "-"
-                plot_curve(
-                    ax,
-                    curve,
-                    label=f"{config} (n={curve.n})",
-                    color=color_for(members[0].unit),
-                    linestyle=style,
-                )
+                curve = finished_curve(members, lambda m, metric=metric: m.epoch_series(metric))
+                plot_curve(ax, curve, label=f"{config} (n={curve.n})", **config_style(members))
             if metric.endswith("loss"):
                 log_scale_if_positive(ax)
             ax.set_xlabel("epoch")

@@ -9,12 +9,11 @@ import numpy as np
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.figures import (
-    Curve,
     color_for,
-    mean_curve,
     new_figure,
     panel_title,
     plot_curve,
+    step_curve,
 )
 from elurepro.analysis.headline import comparisons_section
 from elurepro.analysis.stats import describe
@@ -40,11 +39,6 @@ def hours_per_10k(member: MemberRun) -> float | None:
     return float((t[-1] - t[0]) / (x[-1] - x[0]) * 10_000 / 3600)
 
 
-def _kcurve(members: list[MemberRun], metric: str) -> Curve:
-    c = mean_curve([m.series(metric, "step") for m in members if m.status == FINISHED])
-    return Curve(c.x / 1000.0, c.mean, c.std, c.n)
-
-
 def report_imagenet(a: Analysis, w: ReportWriter) -> None:
     configs = a.configs()
     fig, axes = new_figure(1, 3)
@@ -55,7 +49,7 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
     ]
     for ax, (metric, ylabel, what), letter in zip(axes[0], panels, "abc", strict=True):
         for config, members in configs.items():
-            curve = _kcurve(members, metric)
+            curve = step_curve(members, metric)
             plot_curve(ax, curve, label=f"{config} (n={curve.n})", color=color_for(members[0].unit))
         if metric == "val/top5_error":
             ax.axhline(TOP5_TARGET, color="gray", lw=0.7, ls=":", label="20 %")

@@ -14,10 +14,10 @@ from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
     Curve,
-    color_for,
+    config_style,
+    finished_curve,
     legend,
     log_scale_if_positive,
-    mean_curve,
     new_figure,
     panel_title,
     plot_curve,
@@ -37,13 +37,8 @@ MEANACT_METRICS = [
 ]
 
 
-def _style(members: Sequence[MemberRun]) -> tuple[str, str]:
-    m = members[0]
-    return color_for(m.unit), "--" if m.batchnorm else "-"
-
-
-def _curve(members: Sequence[MemberRun], metric: str, x: str = "epoch") -> Curve:
-    return mean_curve([m.series(metric, x) for m in members if m.status == FINISHED])
+def _curve(members: Sequence[MemberRun], metric: str) -> Curve:
+    return finished_curve(members, lambda m: m.series(metric))
 
 
 def _elu_config(a: Analysis, lr: float | None = None) -> str | None:
@@ -67,9 +62,10 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
     fig, axes = new_figure(1, 2)
     ax_act, ax_loss = axes[0]
     for config, members in configs.items():
-        color, ls = _style(members)
+        style = config_style(members)
+        color = style["color"]
         curve = _curve(members, "act/median")
-        plot_curve(ax_act, curve, label=f"{config} (n={curve.n})", color=color, linestyle=ls)
+        plot_curve(ax_act, curve, label=f"{config} (n={curve.n})", **style)
         train = _curve(members, "train/loss")
         plot_curve(ax_loss, train, label="_", color=color)
         val = _curve(members, "val/loss")
@@ -309,7 +305,7 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
         (axes[1, 0], "diff_variance", "variance of epoch-to-epoch change"),
     ):
         for k, config in enumerate(configs):
-            color, _ = _style(configs[config])
+            color = config_style(configs[config])["color"]
             for j, metric in enumerate(layers):
                 values = [getattr(r, field_name) for r in of(config, names[metric])]
                 values = [v for v in values if math.isfinite(v)]
@@ -368,7 +364,7 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
         for config, members in configs.items():
             if members[0].lr != lr:
                 continue
-            color, _ = _style(members)
+            color = config_style(members)["color"]
             act = members[0].unit + ("+bn" if members[0].batchnorm else "")
             diverged = [m for m in members if m.status == DIVERGED]
             epochs = []
