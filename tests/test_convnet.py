@@ -396,3 +396,65 @@ def test_pooling_before_a_non_decreasing_unit_changes_nothing(unit, batchnorm):
         h.remove()
     torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(g_fast, g_plain, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- initialisation (U3) and U28
+
+
+def test_he_reading_draws_what_kaiming_normal_draws():
+    """init_gain=2 on fan_in is the reading before U3 changed: the same numbers, bit for bit, as
+    torch's own He initialiser, so runs made then are recomputed exactly at those values."""
+    net = build([["1x8x3"], ["1x6x2"], ["1x4x1"]], [0.0] * 3, init_fan="fan_in", init_gain=2.0)
+    torch.manual_seed(0)
+    for conv in (m for m in net.modules() if isinstance(m, nn.Conv2d)):
+        expected = torch.empty_like(conv.weight)
+        nn.init.kaiming_normal_(expected, mode="fan_in", nonlinearity="relu")
+        assert torch.equal(conv.weight, expected)
+        assert not conv.bias.any()
+
+
+@pytest.mark.parametrize(("fan", "gain"), [("fan_in", 1.0), ("fan_out", 1.0), ("fan_in", 2.0)])
+def test_init_variance_is_gain_over_fan(fan, gain):
+    net = build([["1x64x3"], ["1x128x2"], ["1x10x1"]], [0.0] * 3, init_fan=fan, init_gain=gain)
+    for conv in (m for m in net.modules() if isinstance(m, nn.Conv2d)):
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        n = k * (conv.in_channels if fan == "fan_in" else conv.out_channels)
+        # The sample variance of >= 1,700 draws is within 10 % of gain / n.
+        assert conv.weight.var().item() == pytest.approx(gain / n, rel=0.1)
+
+
+def test_cifar_configs_use_the_chosen_initialisation():
+    for name in ("cnn11", "cnn18"):
+        model = yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())
+        assert (model["init_fan"], model["init_gain"], model["score_pool"]) == (
+            "fan_in",
+            1.0,
+            "max",
+        )
+
+
+def test_class_score_map_reduced_by_max_or_mean():
+    # Ends at 2x2 before the last stack's pooling: the 18-layer net's case under convention A.
+    stacks = [["1x4x3"], ["1x3x1"]]
+    x = torch.randn(5, 3, 4, 4)
+    scores = {}
+    for pool in ("max", "avg"):
+        net = build(stacks, [0.0, 0.0], input_size=4, score_pool=pool).eval()
+        hook_out = []
+        last = net.stacks[-1].layers[-1].conv
+        h = last.register_forward_hook(lambda _m, _i, out, into=hook_out: into.append(out))
+        scores[pool] = net(x)
+        h.remove()
+        assert hook_out[0].shape[-2:] == (2, 2)
+        expected = hook_out[0].amax((-2, -1)) if pool == "max" else hook_out[0].mean((-2, -1))
+        torch.testing.assert_close(scores[pool], expected)
+    assert not torch.allclose(scores["max"], scores["avg"])
+
+
+def test_bad_initialisation_settings_are_one_line():
+    with pytest.raises(ConfigError, match="init_fan='fan_avg'"):
+        build([["1x4x3"]], [0.0], init_fan="fan_avg")
+    with pytest.raises(ConfigError, match="score_pool='mean'"):
+        build([["1x4x3"]], [0.0], score_pool="mean")
+    with pytest.raises(ConfigError, match="init_gain=0"):
+        build([["1x4x3"]], [0.0], init_gain=0)

@@ -252,6 +252,31 @@ def _wilcoxon_section(a: Analysis, w: ReportWriter) -> None:
     w.text(*(min_p_note(n) for n in ns) if ns else (min_p_note(0),))
 
 
+# The readings of "0.01, divided by 10 after 35k" (docs/protocol.md U14; configs/schedule/).
+SCHEDULES = {
+    "D1": "one drop to 0.001 at 35k; fine-tuning phases from 115k and 165k; 205k iterations",
+    "D2": "one drop to 0.001 at 35k, fine-tuning from there; x1.5 dropout from 85k; 125k",
+    "D3": "÷10 every 35k; fine-tuning phases from 115k and 165k; 205k iterations",
+}
+
+
+def schedule_line(members: Sequence[MemberRun]) -> str:
+    """Which reading of Table 1's schedule the members were trained under."""
+    names = sorted(
+        {
+            ((m.provenance or {}).get("config") or {}).get("optim", {}).get("schedule") or "D1"
+            for m in members
+        }
+    )
+    described = "; ".join(
+        f"**{n}** ({SCHEDULES.get(n, 'not a reading of the paper')})" for n in names
+    )
+    return (
+        f"Schedule: {described} (docs/protocol.md U14; runs from before the schedule was named "
+        "are D1)."
+    )
+
+
 def phase_ends(member: MemberRun) -> list[tuple[str, int]]:
     """(phase name, last step of the phase) for the 18-layer schedule.
 
@@ -361,6 +386,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
         ]
     )
     w.section("Table 1: test error (%)")
+    w.text(schedule_line(a.members))
     w.table(["network", "CIFAR-10", "CIFAR-100", "note"], rows)
     w.csv(
         "table1.csv",

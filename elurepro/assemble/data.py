@@ -74,6 +74,7 @@ def _mnist(cfg: DictConfig, device: torch.device) -> DataBundle:
         "official": arrays.official,
         "fingerprint": arrays.fingerprint,
         "description": arrays.description,
+        "num_classes": 10,
     }
     return DataBundle(
         train.to(device), eval_splits, final, _first(monitor, n_eval).to(device), None, info

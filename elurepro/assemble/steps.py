@@ -28,6 +28,8 @@ def plan_steps(cfg: DictConfig, steps_per_epoch: int, lrs: Sequence[float]) -> S
     if b.max_steps is not None:
         total = min(total, b.max_steps)
     ratio = total / paper_steps  # schedule boundaries shrink with the run
+    if b.stop_after is not None:  # the first N steps of that schedule, boundaries unmoved
+        total = min(total, b.stop_after)
 
     def steps(x: float) -> int:
         return max(1, round(x * per_unit * ratio))
@@ -60,6 +62,7 @@ def plan_steps(cfg: DictConfig, steps_per_epoch: int, lrs: Sequence[float]) -> S
         checkpoint_minutes=t.checkpoint_minutes,
         eval_batch_size=t.eval_batch_size,
         progress=cfg.progress,
+        epoch_axis=t.unit == "epoch",
     )
     optim = OptimConfig(
         lr=lr,

@@ -37,6 +37,10 @@ CONVENTIONS: dict[str, tuple[str, bool]] = {
     "V": ("none", True),
 }
 
+# U3: which fan scales the initial weights; U28: how a class-score map larger than 1x1 is reduced.
+INIT_FANS = ("fan_in", "fan_out")
+SCORE_POOLS = ("max", "avg")
+
 _GROUP = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 _FORM = "'n x channels x kernel', e.g. '1x192x5' (x, X or ×)"
 
@@ -301,8 +305,20 @@ class StackConvNet(nn.Module):
         convention: str = "A",
         batchnorm: bool = False,
         dropout_all_layers: bool = False,
+        init_fan: str = "fan_in",
+        init_gain: float = 2.0,
+        score_pool: str = "max",
     ) -> None:
         super().__init__()
+        if init_fan not in INIT_FANS:
+            raise ConfigError(f"init_fan={init_fan!r}: use one of {', '.join(INIT_FANS)} (U3)")
+        if not init_gain > 0:
+            raise ConfigError(f"init_gain={init_gain!r}: expected a number > 0 (U3)")
+        if score_pool not in SCORE_POOLS:
+            raise ConfigError(
+                f"score_pool={score_pool!r}: use one of {', '.join(SCORE_POOLS)} (U28)"
+            )
+        self.init_fan, self.init_gain, self.score_pool = init_fan, float(init_gain), score_pool
         parsed = _parse_stacks(stacks)
         self.shapes = layer_shapes(parsed, in_channels, input_size, convention)
         self.stack_specs = [[str(g) for g in stack] for stack in parsed]
@@ -332,16 +348,20 @@ class StackConvNet(nn.Module):
                     )
                 )
             pool_row = next(r for r in self.shapes if r.stack == s and r.op != "conv")
-            pool = (
-                nn.MaxPool2d(2, 2, ceil_mode=ceil_pool)
-                if pool_row.op == "maxpool"
-                else nn.Identity()
-            )
+            pool: nn.Module = nn.Identity()
+            if pool_row.op == "maxpool" and s == len(parsed) and score_pool == "avg":
+                # The class-score map itself (the 18-layer net's 2x2 under A): U28.
+                pool = nn.AvgPool2d(2, 2, ceil_mode=ceil_pool)
+            elif pool_row.op == "maxpool":
+                pool = nn.MaxPool2d(2, 2, ceil_mode=ceil_pool)
             built.append(_Stack(layers, pool))
         self.stacks = nn.ModuleList(built)
         # The paper's nets end at 1x1 under A, B and C; other stacks may end larger, and the
-        # class score is then the spatial max of the class-score map.
-        self.head = nn.AdaptiveMaxPool2d(1) if self.shapes[-1].op == "global max" else nn.Identity()
+        # class score is then the spatial max (or mean, U28) of the class-score map.
+        self.head: nn.Module = nn.Identity()
+        if self.shapes[-1].op == "global max":
+            big = score_pool == "max"
+            self.head = nn.AdaptiveMaxPool2d(1) if big else nn.AdaptiveAvgPool2d(1)
 
         self.set_dropout(dropout, dropout_all_layers)
         self._init_weights()
@@ -392,10 +412,18 @@ class StackConvNet(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
+        # N(0, gain / fan): He is (fan_in, 2); the one public reimplementation uses (fan_out, 1).
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                std = math.sqrt(self.init_gain / init_fan_of(module, self.init_fan))
+                nn.init.normal_(module.weight, 0.0, std)
                 nn.init.zeros_(module.bias)
+
+
+def init_fan_of(conv: nn.Conv2d, fan: str) -> int:
+    """k*k*C_in ("fan_in") or k*k*C_out ("fan_out") of a conv layer."""
+    k = conv.kernel_size[0] * conv.kernel_size[1]
+    return k * (conv.in_channels if fan == "fan_in" else conv.out_channels)
 
 
 def _parse_stacks(stacks: Sequence[str | Sequence[str]]) -> list[list[LayerSpec]]:
