@@ -29,6 +29,9 @@ import torch
 
 from elurepro.errors import CheckpointError, StorageError, storage_error
 
+# Raises when the caller may no longer write (a claim taken over by another worker).
+Fence = Callable[[], None]
+
 # The archive comment of a verified checkpoint starts with this.
 _MAGIC = b"elurepro-checkpoint "
 _EOCD = b"PK\x05\x06"  # zip end-of-central-directory record: 22 bytes + comment
@@ -61,9 +64,12 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write_bytes(
+    path: Path, write: Callable[[BinaryIO], Any], fence: Fence | None = None
+) -> None:
     """Write ``path`` through ``write(f)`` atomically; StorageError (one line) if the system
-    refuses, with the previous file under ``path`` untouched."""
+    refuses, with the previous file under ``path`` untouched. ``fence`` is called right before
+    the rename that makes the file visible; whatever it raises leaves ``path`` untouched."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +86,8 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if fence is not None:
+            fence()
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
@@ -89,9 +97,9 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:
         raise
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any, fence: Fence | None = None) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
-    atomic_write_bytes(path, lambda f: f.write(data))
+    atomic_write_bytes(path, lambda f: f.write(data), fence)
 
 
 def check_writable(folder: Path) -> None:
@@ -169,16 +177,24 @@ def _write_checkpoint(f: BinaryIO, state: dict[str, Any], info: dict[str, Any]) 
 
 
 def save_checkpoint(
-    path: Path, state: dict[str, Any], step: int | None = None, keep_previous: bool = True
+    path: Path,
+    state: dict[str, Any],
+    step: int | None = None,
+    keep_previous: bool = True,
+    fence: Fence | None = None,
 ) -> None:
     """Write ``state`` to ``path`` atomically, sealed with its size and checksum.
 
     With ``keep_previous``, the checkpoint that was at ``path`` becomes ``checkpoint.prev.pt``
     (a hard link made before the new file is written: there is never a moment without a
     readable checkpoint, and the older previous one is freed before the new one takes space).
-    Without it, the previous one stays as it is (the caller knows the current one is damaged)."""
+    Without it, the previous one stays as it is (the caller knows the current one is damaged).
+    ``fence`` is called before anything in the folder changes and again right before the new
+    file replaces the old one (writing a large checkpoint takes long enough to be paused in)."""
     path = Path(path)
     prev = previous_path(path)
+    if fence is not None:
+        fence()
     try:
         # Temporary files of a writer killed mid-write (kill -9): one writer per population
         # folder (claims), so whatever is left here is garbage, possibly as large as a checkpoint.
@@ -191,7 +207,7 @@ def save_checkpoint(
         raise storage_error(err, prev) from None
     info = {"step": step, "saved_at": time.time(), "torch": torch.__version__}
     try:
-        atomic_write_bytes(path, lambda f: _write_checkpoint(f, state, info))
+        atomic_write_bytes(path, lambda f: _write_checkpoint(f, state, info), fence)
     except StorageError as err:
         if path.exists():
             intact = StorageError(f"{err} (the checkpoint already there is intact)")

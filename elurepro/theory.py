@@ -18,11 +18,14 @@ and (inactive) dropout. Per receiving layer and member:
   ``bias_shift`` (only when ``lr`` is given): median |mu^T dw_j| for that lr.
 - ``ng_cos``: cosine between unit j's ordinary gradient g_j = E[delta_j z~] (z~ = (z, 1)) and
   its unit natural gradient (F_j + lambda I)^-1 g_j, F_j = E[delta_j^2 z~ z~^T]; median over units.
+  F_j is the empirical Fisher (delta from the data's labels, not from labels drawn from the
+  model's predictions), and above ``max_dim`` incoming coordinates it is a random sub-block.
 
 Pooled metrics (no ``/layerN``): per-unit quantities (q_delta, bias_shift*, ng_cos) and
 mu_abs_median: the median over all units of all receiving layers (sampled units, for q_delta and
 ng_cos); mu_abs_mean: the mean over all incoming units; q: the median over layers. Medians skip
-NaN (units whose delta is zero on every row, e.g. dead ReLUs, have no q_delta or ng_cos).
+NaN (units whose delta is zero on every row, e.g. dead ReLUs, have no q_delta, ng_cos or
+bias_shift_ratio; their bias_shift_per_lr is a true 0).
 
 delta is the per-example derivative of the loss (the negative log-likelihood) w.r.t. the unit's
 net input, i.e. minus the paper's delta; every reported quantity is invariant to that sign.
@@ -223,6 +226,7 @@ class _LayerData:
     delta: torch.Tensor  # [K, Ru, Js]: delta of the sampled units on the first Ru rows
     shift: torch.Tensor  # [K, J]: mu^T g_w,j, g = the mean-over-batch loss gradient, exact
     grad_b: torch.Tensor  # [K, J]: g_b,j (whether the layer has a bias or not)
+    live: torch.Tensor  # [K, J]: whether unit j's delta is non-zero on some row
 
 
 # ---------------------------------------------------------------------------- monitor
@@ -363,6 +367,7 @@ class TheoryMonitor:
             d_rows = delta[:, :, units].flatten(3).transpose(2, 3).flatten(1, 2)
             d_rows = d_rows[:, rows[:unit_rows]]
             grad_b = delta.sum(dim=(1, 3, 4), dtype=f64)
+            live = _nonzero(delta, (1, 3, 4))
             # mu^T g_w,j = sum over rows of (mu^T patch) delta_j / B; mu^T patch for every row
             # is a one-filter convolution with mu as the filter.
             shift = _conv_shift(z, delta, mu_full, conv)
@@ -374,6 +379,7 @@ class TheoryMonitor:
             z_rows = z[:, rows[:, None], coords[None, :]]
             d_rows = delta[:, rows[:unit_rows]][:, :, units]
             grad_b = delta.sum(1, dtype=f64)
+            live = _nonzero(delta, (1,))
             shift = _linear_shift(z, delta, mu_full)
         return _LayerData(
             mu_in=mu_in,
@@ -381,6 +387,7 @@ class TheoryMonitor:
             delta=d_rows.to(f64),
             shift=shift / batch,
             grad_b=grad_b / batch,
+            live=live,
         )
 
     def _rows(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, int]:
@@ -425,9 +432,12 @@ class TheoryMonitor:
             q = mean_quadratic_form(data.z.mean(1), moment, self.eps)
             q_delta, ng_cos = self._unit_stats(data)
             shift = data.shift.abs()
+            # 0 / 0 for a unit whose delta is zero on every row (a dead ReLU): undefined, left
+            # out of the medians like its q_delta and ng_cos, not counted as a ratio of 0.
+            ratio = shift / (data.grad_b.abs() + _TINY)
             values = {
                 "q_delta": q_delta,
-                "bias_shift_ratio": shift / (data.grad_b.abs() + _TINY),
+                "bias_shift_ratio": torch.where(data.live, ratio, torch.nan),
                 "bias_shift_per_lr": shift,
                 "ng_cos": ng_cos,
             }
@@ -505,6 +515,12 @@ def _conv_shift(
         )  # [b, K, Ho, Wo]
         total += torch.einsum("bkhw,kbjhw->kj", proj, delta[:, a : a + b].to(mu.dtype))
     return total
+
+
+def _nonzero(delta: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Whether delta is non-zero anywhere along ``dims`` (two reductions, no copy of delta);
+    NaN counts as non-zero."""
+    return (delta.amax(dim=dims) != 0) | (delta.amin(dim=dims) != 0)
 
 
 def _subset(n: int, cap: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:

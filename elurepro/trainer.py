@@ -39,7 +39,8 @@ from elurepro.errors import CheckpointError, storage_error
 from elurepro.models.mlp import StackedLinear
 from elurepro.models.population import Population
 from elurepro.monitor import ActivationMonitor
-from elurepro.runlog import MemberLog, device_name, has_native_bf16, write_summary
+from elurepro.recorder import FencedLog, no_fence
+from elurepro.runlog import device_name, has_native_bf16
 from elurepro.schedule import DropoutPhase, PiecewiseConstant, phase_at
 from elurepro.theory import TheoryMonitor
 
@@ -69,14 +70,21 @@ class LoopConfig:
     checkpoint_minutes: float = 10.0
     eval_batch_size: int = 1000
     progress: bool = True
+    epoch_axis: bool = False  # the protocol counts epochs: each log point's epoch is a scalar
 
     def events(self, step: int) -> Events:
-        """The one schedule of what happens at ``step``."""
+        """The one schedule of what happens at ``step``. A multiple of an interval less than a
+        whole interval before the end is skipped: the end then covers the rest, so that no log
+        point (least of all the last, the member's result) stands for a few iterations."""
         end = step == self.total_steps
+
+        def due(every: int) -> bool:
+            return end or (step % every == 0 and step + every <= self.total_steps)
+
         return Events(
-            train_log=step > 0 and (step % self.log_every == 0 or end),
-            evaluate=step % self.eval_every == 0 or end,
-            activations=self.act_every is not None and (step % self.act_every == 0 or end),
+            train_log=step > 0 and due(self.log_every),
+            evaluate=due(self.eval_every),
+            activations=self.act_every is not None and due(self.act_every),
         )
 
 
@@ -148,10 +156,6 @@ def _zeros(k: int, keys: Sequence[str], device: torch.device) -> dict[str, torch
     return {key: torch.zeros(k, dtype=torch.float64, device=device) for key in keys}
 
 
-class ClaimLost(RuntimeError):
-    """Another worker took over this population's claim (this one stalled too long)."""
-
-
 class _StopNow(KeyboardInterrupt):
     """A second SIGINT / SIGTERM: stop at once, without a further checkpoint."""
 
@@ -197,7 +201,8 @@ class Trainer:
         self.k = len(members)
         self.device = next(population.parameters()).device
         self.dist = dist
-        self.claims = claims  # store.claims.Claims held on the members, or None
+        # Every write into the member folders and the checkpoint passes the claims' fence.
+        self._fence = claims.check if claims is not None else no_fence
         # Members finished before (diverged in this population, or trained elsewhere): they are
         # computed along in lockstep but never written.
         self.done = list(done or [False] * len(members))
@@ -265,7 +270,6 @@ class Trainer:
         self._merge_ranks(state)  # so that every rank resumes with the same accumulators
         if not self.is_writer:
             return
-        self._check_claims()
         self._saving = True
         try:
             save_checkpoint(
@@ -274,6 +278,8 @@ class Trainer:
                     **state.to_dict(),
                     "model": self.pop.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
+                    # The dropout masks' source. Every other draw is derived from (seed, epoch,
+                    # step, image, rank) alone: data order, augmentation, DDP ranks' masks.
                     "rng_cpu": torch.get_rng_state(),
                     "rng_cuda": torch.cuda.get_rng_state_all()
                     if torch.cuda.is_available()
@@ -282,6 +288,7 @@ class Trainer:
                 },
                 step=state.step,
                 keep_previous=self._keep_previous,
+                fence=self._fence,
             )
         finally:
             self._saving = False
@@ -289,14 +296,6 @@ class Trainer:
         self._saved_step = state.step
         if self._pending_stop is not None and state.step < self.loop.total_steps:
             raise _StopNow(self._pending_stop)  # the second signal, held back until now
-
-    def _check_claims(self) -> None:
-        if self.claims is not None and self.claims.lost:
-            lost = ", ".join(str(p.parent) for p in self.claims.lost)
-            raise ClaimLost(
-                f"another worker took over {lost} after this one stalled for longer than the "
-                "claim timeout; this worker stops without writing further"
-            )
 
     def _restore(self) -> LoopState | None:
         path = self.run_dir / CHECKPOINT
@@ -358,7 +357,9 @@ class Trainer:
         state.alive = [a and not d for a, d in zip(state.alive, self.done)]
         try:
             logs = [
-                MemberLog(folder, m, state.step if resumed else None)
+                FencedLog(
+                    folder, m, state.step if resumed else None, self._fence, self.loop.epoch_axis
+                )
                 if self.is_writer and not done
                 else None
                 for folder, m, done in zip(self.member_dirs, self.members, self.done)
@@ -380,10 +381,10 @@ class Trainer:
                 if self.is_writer:
                     # Hardware, software and data, readable before any member has a summary
                     # (analyze --partial uses it).
-                    write_json(self.run_dir / "provenance.json", self.provenance)
-                    for folder, log in zip(self.member_dirs, logs):
+                    write_json(self.run_dir / "provenance.json", self.provenance, self._fence)
+                    for log in logs:
                         if log is not None:
-                            write_json(folder / "provenance.json", self.provenance)
+                            log.write_json("provenance.json", self.provenance)
                             log.dashboard(self.provenance, "unfinished")  # HParams, text
                 self._log_point(state, logs, self.loop.events(0), lr=None)
                 self._checkpoint(state)
@@ -571,11 +572,12 @@ class Trainer:
             metrics.update({key: value.tolist() for key, value in found.items()})
         return metrics
 
-    def _position(self, state: LoopState) -> dict[str, Any]:
+    def _position(self, state: LoopState, step: int | None = None) -> dict[str, Any]:
+        step = state.step if step is None else step
         return {
-            "step": state.step,
-            "epoch": round(state.step / self.stream.steps_per_epoch, 6),
-            "images": state.step * self.stream.batch_size,
+            "step": step,
+            "epoch": round(step / self.stream.steps_per_epoch, 6),
+            "images": step * self.stream.batch_size,
             "wall_time": round(state.wall_time, 3),
         }
 
@@ -587,7 +589,14 @@ class Trainer:
                 continue
             state.alive[k] = False
             if log is not None:
-                self._write_summary(k, log, state, status="diverged", diverged_at=first_bad[k] + 1)
+                at = first_bad[k] + 1
+                final = self._write_summary(k, log, state, status="diverged", diverged_at=at)
+                # A NaN at the divergence for each of its metrics: its curves end there, and
+                # TensorBoard's HParams shows no value from before it as the member's result.
+                try:
+                    log.log({**self._position(state, at), **dict.fromkeys(final, math.nan)})
+                except OSError as err:
+                    raise storage_error(err, log.metrics_path) from None
                 tqdm.write(
                     f"member {self.members[k]['id']} diverged (non-finite loss) at "
                     f"iteration {first_bad[k] + 1}; the other members go on"
@@ -646,15 +655,16 @@ class Trainer:
             self._write_summary(k, log, state, status="finished", diverged_at=None)
 
     def _write_summary(
-        self, k: int, log: MemberLog, state: LoopState, status: str, diverged_at: int | None
-    ) -> None:
+        self, k: int, log: FencedLog, state: LoopState, status: str, diverged_at: int | None
+    ) -> dict[str, float]:
+        """Write summary.json and the dashboard file; returns the last value of each metric."""
         final: dict[str, float] = {}
         if log.metrics_path.exists():
             for line in log.metrics_path.read_text().splitlines():
                 record = json.loads(line)
                 final.update({key: v for key, v in record.items() if "/" in key})
-        write_summary(
-            log.folder,
+        log.write_json(
+            "summary.json",
             {
                 "status": status,
                 "diverged_at_step": diverged_at,
@@ -666,6 +676,7 @@ class Trainer:
             },
         )
         log.dashboard(self.provenance, status)  # the HParams session's final status
+        return final
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self):

@@ -2,9 +2,11 @@
 # `make <target> WORKERS=N`: start the same training command N times, one worker per GPU
 # (CUDA_VISIBLE_DEVICES=i) where this machine has GPUs, and wait for all of them. The workers
 # share the sweep through the run store's claims (elurepro/store/), so every member is trained
-# exactly once; a worker's lines are prefixed with [wI]. Exit status: the first failure's.
+# exactly once; a worker's lines are prefixed with [wI]. Exit status: that of the first worker
+# (in the order they were started) that failed, 0 if none did; so `make` analyses nothing after a
+# failed worker.
 #   scripts/workers.sh N python -m elurepro.train experiment=... [overrides]
-set -u
+set -u -o pipefail  # pipefail: a worker's status, not that of the sed that prefixes its lines
 n=$1
 shift
 if [ "$n" -le 1 ]; then exec "$@"; fi
@@ -23,6 +25,8 @@ for ((i = 0; i < n; i++)); do
 done
 status=0
 for pid in "${pids[@]}"; do
-  wait "$pid" || { [ $status -eq 0 ] && status=$?; }
+  wait "$pid"
+  code=$?
+  if [ "$status" -eq 0 ]; then status=$code; fi
 done
-exit $status
+exit "$status"

@@ -244,8 +244,9 @@ def _cli(args: list[str], cwd: Path, launcher: list[str] | None = None, timeout:
     )
 
 
-def _ddp_worker(rank: int, world: int, port: int, args: list[str], stop_at: int) -> None:
-    """One rank: train to ``stop_at`` (checkpoint, as on Ctrl-C), then run again to the end."""
+def _ddp_worker(rank: int, world: int, port: int, args: list[str], stops: list) -> None:
+    """One rank: train to each of ``stops`` in turn (a checkpoint there, as on Ctrl-C or a
+    requeue; None: to the end)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -262,7 +263,7 @@ def _ddp_worker(rank: int, world: int, port: int, args: list[str], stop_at: int)
         data = assemble.build_data(cfg, ctx.device, ctx)
         sweep = assemble.make_sweep(cfg, data.info)
         run_dir = sweep.population_dir(members)
-        for stop in (stop_at, None):
+        for stop in stops:
             trainer = assemble.build_trainer(cfg, members, data, ctx.device, run_dir, ctx, sweep)
             trainer.run(stop_at=stop)
     finally:
@@ -300,7 +301,7 @@ def test_two_ddp_processes_resumed_equal_one_process(folder: Path, tmp_path: Pat
     one, status = _train(load_config(*_args(folder, tmp_path / "one")))
     assert status == "finished"
     args = _args(folder, tmp_path / "two")
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), args, 7), nprocs=2)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), args, [7, None]), nprocs=2)
     (two,) = (tmp_path / "two").rglob("checkpoint.pt")
     _assert_same_run(one, _sweep_under(tmp_path / "two"))
     initial = _initial_out_weight(folder)

@@ -66,11 +66,12 @@ def ref_layer(z: np.ndarray, delta: np.ndarray, batch: int, eps: float, damping:
     grad_w = z.T @ delta / batch  # [d, J]: the mean-over-batch loss gradient
     grad_b = delta.sum(0) / batch
     shift = np.abs(mu @ grad_w)
+    live = np.any(delta != 0, axis=0)  # 0 / 0 for a unit that never moves the loss: undefined
     return {
         "q": q,
         "q_delta": np.array(q_delta),
         "ng_cos": np.array(ng_cos),
-        "bias_shift_ratio": shift / (np.abs(grad_b) + TINY),
+        "bias_shift_ratio": np.where(live, shift / (np.abs(grad_b) + TINY), np.nan),
         "bias_shift_per_lr": shift,
     }
 

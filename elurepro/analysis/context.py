@@ -306,7 +306,10 @@ def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -
             ]
         )
     requested = requested_filter(a.members)
-    without_members = [c for c in expected if c not in configs]
+    # An expected configuration ("elu", "elu+bn") is present at any learning rate: a
+    # learning-rate sweep names its configurations "elu-lr0.01", "elu-lr0.02", ...
+    present = {info.unit + ("+bn" if info.batchnorm else "") for info in a.infos()}
+    without_members = [c for c in expected if c not in present]
     absent = [c for c in without_members if requested(c)]
     not_requested = [c for c in without_members if not requested(c)]
     rows += [[c, 0, 0, 0, "all", "—"] for c in absent]

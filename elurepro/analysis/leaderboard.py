@@ -10,6 +10,7 @@ an experiment without runs has a line that says "not run".
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class Leaderboard:
     lines: list[Line]
     rows: list[str]  # unit configurations, in table order
     baseline: str
+    members: int = 0  # member folders read
 
     def cell(self, line: Line, row: str) -> Cell | None:
         return line.cells.get(row)
@@ -229,7 +231,7 @@ def build_leaderboard(
             )
         lines += found
     rows = sorted({r for line in lines for r in line.cells}, key=lambda r: _row_order(r, base))
-    return Leaderboard(lines, rows, base)
+    return Leaderboard(lines, rows, base, len(members))
 
 
 def cell_text(cell: Cell | None, line: Line) -> str:
@@ -353,6 +355,18 @@ def csv_rows(board: Leaderboard) -> list[list]:
     return rows
 
 
+def runs_read(board: Leaderboard, runs_dir: Path) -> str:
+    """What the board was made from, with the runs folder relative to the repository (a path
+    of the machine it was made on would mean nothing to a reader of the committed file)."""
+    repo = Path(__file__).resolve().parents[2]
+    folder = Path(os.path.relpath(Path(runs_dir).resolve(), repo)).as_posix()
+    sweeps = len({(line.experiment, line.sweep) for line in board.lines if line.run})
+    return (
+        f"{board.members} member folder(s) in {sweeps} sweep(s) under `{folder}` (relative to "
+        "the repository)"
+    )
+
+
 def markdown(board: Leaderboard, runs_dir: Path) -> str:
     headers = ["experiment: metric", "data", "budget", "sweep"] + board.rows
     rows = []
@@ -368,7 +382,8 @@ def markdown(board: Leaderboard, runs_dir: Path) -> str:
     parts = [
         "# Leaderboard: every unit on every experiment",
         "",
-        f"Runs read from `{runs_dir}`. Each line is one experiment's headline metric in one sweep "
+        f"Runs read: {runs_read(board, runs_dir)}. Each line is one experiment's headline "
+        "metric in one sweep "
         "(one budget, one data fingerprint, one configuration; `sweep` names it) and one "
         "setting; lines of different budgets or data never merge, so a unit run at two "
         "budgets appears on two lines. A cell is the mean ± std over finished seeds (lower "

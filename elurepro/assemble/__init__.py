@@ -148,6 +148,11 @@ def build_trainer(
         "total_steps": plan.loop.total_steps,
         "eval_images": {name: len(split) for name, split in data.final_splits.items()},
         "config": config,
+        # How the numbers were computed, beyond the folder's identity: these change the last
+        # digits of a member's results (README, "What differs between runs") but not its folder.
+        "population": [m.id for m in members],
+        "threads": torch.get_num_threads(),
+        "processes": dist.world_size if dist is not None else 1,
     }
     extra = {
         "experiment": cfg.name,

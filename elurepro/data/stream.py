@@ -180,7 +180,7 @@ class LoaderStream:
         if step != self._next_step:
             # First call, a resumed run or a jump: restart the sampler at this step.
             self.sampler.start = step
-            self._batches = iter(self.loader)
+            self._batches = _iterate(self.loader)
         x, y = next(self._batches)
         self._next_step = step + 1
         x = x.to(self.device, non_blocking=True).unsqueeze(0)
@@ -220,5 +220,14 @@ class LoaderSplit:
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
         )
-        for x, y in loader:
+        for x, y in _iterate(loader):
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def _iterate(loader: DataLoader) -> Iterator:
+    """``iter(loader)`` without touching the global RNG: a DataLoader draws its workers' base
+    seed from it, which would shift every dropout mask after a resume (which starts an iterator
+    where the uninterrupted run did not) and after every evaluation. Our data sets derive their
+    randomness from (seed, epoch, image), never from the workers' seeds."""
+    with torch.random.fork_rng(devices=[]):
+        return iter(loader)

@@ -6,8 +6,14 @@ and a random token, its modification time refreshed every ``heartbeat_s`` by a b
 A claim is stale when its holder is a dead process on this host, or when nobody refreshed it for
 ``stale_after_s`` (a process killed on another node, a preempted Slurm job). A stale claim is
 taken over under a short-lived ``claim.lock.break`` file, so that two workers never both take it.
-The holder checks its token at every heartbeat; a claim taken over from it (it stalled longer
-than ``stale_after_s``) is reported as lost, and the trainer stops without writing further.
+The holder checks its token at every heartbeat, and ``Claims.check`` is the fence that every
+write into a member's folder passes right before it lands (metrics, TensorBoard events, summary,
+checkpoint): it reads the claim files again and raises ``ClaimLost`` unless every one still holds
+this holder's token, renewing a claim whose heartbeat is old (the holder was paused: a suspended
+machine, a stalled NFS client, SIGSTOP) only after re-reading that it is still its own. So a
+holder paused past ``stale_after_s`` and taken over writes nothing once it runs again; what
+remains is the moment between a passed check and the write itself (microseconds: the checkpoint
+and JSON files check again just before their atomic rename).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from pathlib import Path
 
 LOCK = "claim.lock"
 _BREAK_STALE_S = 60.0  # a breaker that died mid-takeover is ignored after this long
+
+
+class ClaimLost(RuntimeError):
+    """Another worker took over a claim this holder still acted on (it stalled too long)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class Claims:
     paths: list[Path]
     token: str
     heartbeat_s: float
+    stale_after_s: float = float("inf")
     lost: list[Path] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -154,6 +165,39 @@ class Claims:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.utime(path)
+
+    def check(self) -> None:
+        """The fence before a write: ClaimLost unless every claim is still this holder's.
+
+        A claim whose heartbeat is older than half the takeover timeout (the holder was paused,
+        and its heartbeat thread with it) is renewed first and read again: a taker that judged
+        it stale re-reads it under its break file before removing it, so either the renewal
+        keeps the claim or the second read sees the taker's token."""
+        for path in self.paths:
+            held = read_claim(path)
+            if (
+                held is not None
+                and held.token == self.token
+                and held.age_s > self.stale_after_s / 2
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(path)
+                held = read_claim(path)
+            if held is None or held.token != self.token:
+                if path not in self.lost:
+                    self.lost.append(path)
+        if self.lost:
+            raise ClaimLost(self.lost_message())
+
+    def lost_message(self) -> str:
+        folders = ", ".join(str(p.parent) for p in self.lost)
+        holders = {h.describe().split(" (")[0] for h in map(read_claim, self.lost) if h}
+        by = ", ".join(sorted(holders)) or "another worker"
+        return (
+            f"{by} took over {folders} after this worker stalled for longer than "
+            f"store.stale_after_s ({self.stale_after_s:g} s); this worker wrote nothing there "
+            "since and leaves the members to it"
+        )
 
     def release(self) -> None:
         self._stop.set()

@@ -48,6 +48,8 @@ NOT_MATHEMATICS_NESTED = {
     "data": ("root", "download", "workers"),
     "train": ("checkpoint_minutes", "eval_batch_size"),
     "execution": ("channels_last", "compile", "compile_mode"),
+    # The name of a schedule's reading; its milestones and phases are what it computes.
+    "optim": ("schedule",),
     # The budget's name is in the folder path; max_seeds only selects members.
     "budget": ("name", "max_seeds"),
 }
@@ -58,6 +60,10 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("execution", "tf32"): False,
     ("monitor", "theory"): False,
     ("monitor", "theory_images"): 1000,
+    ("budget", "stop_after"): None,
+    ("model", "init_fan"): "fan_in",
+    ("model", "init_gain"): 2.0,
+    ("model", "score_pool"): "max",
 }
 
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from elurepro import distributed
 from elurepro.distributed import DistContext
 from elurepro.members import MemberSpec
-from elurepro.store.claims import LOCK, ClaimInfo, Claims, release_claim, try_claim
+from elurepro.store.claims import (
+    LOCK,
+    ClaimInfo,
+    Claims,
+    read_claim,
+    release_claim,
+    try_claim,
+)
 from elurepro.store.sweep import Sweep
 from elurepro.trainer import CHECKPOINT
 
@@ -122,7 +129,9 @@ class SweepWorker:
                     )
                 continue
             held[m.id] = attempt.holder
-            if i == 0:  # the population is another worker's
+            if i == 0:  # the population is another worker's, all of what is left of it
+                for rest in todo[1:]:
+                    held[rest.id] = read_claim(self.sweep.member_dir(rest) / LOCK) or attempt.holder
                 self._tell(f"skip:{m.id}", f"{m.id}: being trained by {attempt.holder.describe()}")
                 return None
         # A member may have been finished by its previous holder just before we claimed it.
@@ -137,7 +146,7 @@ class SweepWorker:
             self.say(f"{', '.join(others)}: being trained elsewhere; training the rest")
             members = [m for m in members if self.sweep.member_dir(m) in claimed]
             done = [False] * len(members)
-        claims = Claims(ours, token, store.heartbeat_s)
+        claims = Claims(ours, token, store.heartbeat_s, store.stale_after_s)
         claims.start()
         return Job(members, done, claims)
 
