@@ -2,17 +2,22 @@
 
 A member's folder is one TensorBoard run. SummaryWriter's event files hold its time series
 (scalars with the step as x, histograms of per-unit mean activations);
-``dashboard.tfevents.<status>`` holds what describes the member (its HParams session and, as
-Markdown text, its configuration and provenance). That file is replaced as a whole when the
-status changes (unfinished -> finished or diverged), because TensorBoard keeps the first HParams
-session it reads for a run: appending a second one would never show. Its name sorts before
-SummaryWriter's ``events.out.tfevents.*``, so a TensorBoard that only follows a run's last file
-keeps following the training curves.
+``dashboard.tfevents.<status>.<format>`` holds what describes the member: its configuration and
+provenance as Markdown text and, once the member has finished or diverged, its HParams session.
+
+TensorBoard keeps the first HParams session record it reads for a run and never replaces it, so
+a session written while a member trains could never turn into its result on a running
+TensorBoard. A member therefore gets its session once, when it ends, with everything final: its
+group, status, divergence step. Until then it is in the Scalars and Time Series views only. The
+file is replaced as a whole at that point (the text then gives the final status), and its name
+sorts before SummaryWriter's ``events.out.tfevents.*``, so a TensorBoard that only follows a
+run's last file keeps following the training curves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -42,17 +47,29 @@ from elurepro.activations import parse_activation
 from elurepro.checkpoint import file_mode, write_json
 from elurepro.errors import ConfigError
 
-DASHBOARD = "dashboard.tfevents"  # + ".<status>"; "tfevents" in the name makes it an event file
+DASHBOARD = "dashboard.tfevents"  # "tfevents" in the name makes it an event file
+# The dashboard files' format: a file of another format (or none) is rewritten by the analysis.
+DASHBOARD_FORMAT = "2"
 STATUSES = ("finished", "diverged", "unfinished")
-# How TensorBoard's HParams tab shows (and filters) each status.
+# How TensorBoard's HParams tab shows (and filters) each status; an unfinished member has no
+# session yet (see the module docstring).
 _SESSION_STATUS = {"finished": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE}
 
 
 class MemberLog:
-    """One member's folder. ``resume_step`` drops records written after the last checkpoint."""
+    """One member's folder. ``resume_step`` drops records written after the last checkpoint;
+    ``epoch_axis`` adds the ``epoch`` of each record as a scalar (where the protocol counts
+    epochs, so that its charts can be read against the epoch)."""
 
-    def __init__(self, folder: Path, member: dict[str, Any], resume_step: int | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        member: dict[str, Any],
+        resume_step: int | None,
+        epoch_axis: bool = False,
+    ) -> None:
         self.folder = folder
+        self.epoch_axis = epoch_axis
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "member.json", member)
         self.metrics_path = folder / "metrics.jsonl"
@@ -60,7 +77,7 @@ class MemberLog:
         if resume_step is None:
             # A fresh start: whatever an abandoned attempt left here is not this run's.
             self.metrics_path.unlink(missing_ok=True)
-            for old in [*folder.glob("events.out.tfevents.*"), *dashboard_files(folder)]:
+            for old in folder.glob("*tfevents*"):  # its curves, dashboard, analysis values
                 old.unlink()
         else:
             _truncate_after(self.metrics_path, resume_step)
@@ -75,7 +92,7 @@ class MemberLog:
         self._file.flush()
         step = record["step"]
         for key, value in record.items():
-            if "/" in key or key == "lr":
+            if "/" in key or key == "lr" or (key == "epoch" and self.epoch_axis):
                 self.tb.add_scalar(key, value, step)
 
     def histograms(self, step: int, vectors: Mapping[str, torch.Tensor]) -> None:
@@ -172,18 +189,55 @@ def _cpu_model() -> str:
 
 # ---------------------------------------------------------------- TensorBoard dashboard file
 
+# The HParams columns, in the order the HParams tab is to show them. TensorBoard sorts an
+# experiment's columns by name (those whose values differ first) and shows the first five, so
+# each column's name starts with its rank (``1.unit``); the tab shows the display name.
+HPARAM_COLUMNS = (
+    "unit",
+    "status",
+    "diverged_at",
+    "lr",
+    "batchnorm",
+    "activation_",  # one column per parameter: activation_alpha, ...
+    "experiment",
+    "sweep",
+)
+
+
+def hparam_column(key: str) -> str:
+    """The entry of HPARAM_COLUMNS column ``key`` is (``activation_alpha``: ``activation_``)."""
+    for column in HPARAM_COLUMNS:
+        if key == column or (column.endswith("_") and key.startswith(column)):
+            return column
+    raise ValueError(f"{key!r} is not an HParams column ({', '.join(HPARAM_COLUMNS)})")
+
+
+def hparam_name(key: str) -> str:
+    """The HParams name of column ``key``: ``1.unit``, ``6.activation_alpha``."""
+    return f"{HPARAM_COLUMNS.index(hparam_column(key)) + 1}.{key}"
+
+
+def hparam_key(name: str) -> str:
+    """The column of an HParams name: ``1.unit`` -> ``unit``."""
+    return name.split(".", 1)[1]
+
 
 def dashboard_files(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob(f"{DASHBOARD}.*"))
 
 
+def dashboard_path(folder: Path, status: str) -> Path:
+    return Path(folder) / f"{DASHBOARD}.{status}.{DASHBOARD_FORMAT}"
+
+
 def dashboard_status(folder: Path) -> str | None:
-    """The status the member's dashboard file was written with; None without exactly one."""
+    """The status the member's dashboard file was written with; None without exactly one file
+    of the current format."""
     files = dashboard_files(folder)
     if len(files) != 1:
         return None
-    status = files[0].name[len(DASHBOARD) + 1 :]
-    return status if status in STATUSES else None
+    status, _, form = files[0].name[len(DASHBOARD) + 1 :].partition(".")
+    return status if status in STATUSES and form == DASHBOARD_FORMAT else None
 
 
 def unit_label(member: Mapping[str, Any]) -> str:
@@ -196,22 +250,6 @@ def unit_label(member: Mapping[str, Any]) -> str:
         return str(member["activation"]).lower() + extra
 
 
-def session_hparams(member: Mapping[str, Any], status: str) -> dict[str, bool | float | str]:
-    """The member's HParams values: strings for categories, bools for switches, numbers for
-    quantities (the seed is a whole number: TensorBoard has no integer type)."""
-    hp: dict[str, bool | float | str] = {"unit": unit_label(member)}
-    for key, value in sorted((member.get("activation_params") or {}).items()):
-        if isinstance(value, (bool, int, float, str)):
-            hp[f"activation_{key}"] = value
-    hp["batchnorm"] = bool(member.get("batchnorm", False))
-    if member.get("lr") is not None:
-        hp["lr"] = float(member["lr"])
-    hp["seed"] = int(member["seed"])
-    hp["status"] = status
-    # Data set and budget are one value per sweep: the session group's name carries them.
-    return hp
-
-
 def sweep_label(folder: Path) -> str:
     """``<data>-<budget>/d<fp8>-c<cfg8>`` for a member folder
     ``.../<data>-<budget>/d<fp8>-c<cfg8>/<group>/s<seed>``; the ``<data>-<budget>`` folder alone
@@ -222,12 +260,40 @@ def sweep_label(folder: Path) -> str:
     return f"{folder.parents[2].name}/{folder.parents[1].name}"
 
 
+def sweep_tag(folder: Path) -> str:
+    """Four hex digits that tell the member's sweep from the others under one runs folder: what
+    keeps names unique (HParams rows, mean ± std tags) and short enough to read whole."""
+    return hashlib.sha1(sweep_label(folder).encode()).hexdigest()[:4]
+
+
+def session_hparams(
+    folder: Path, member: Mapping[str, Any], status: str, diverged_at: int | None = None
+) -> dict[str, bool | float | str]:
+    """The member's HParams values, by HParams name: strings for categories, bools for
+    switches, numbers for quantities. No seed: a row of the tab is a configuration, the mean
+    over its seeds (the seed is in each session's run name)."""
+    hp: dict[str, bool | float | str] = {"unit": unit_label(member), "status": status}
+    if diverged_at is not None:
+        hp["diverged_at"] = int(diverged_at)
+    if member.get("lr") is not None:
+        hp["lr"] = float(member["lr"])
+    hp["batchnorm"] = bool(member.get("batchnorm", False))
+    for key, value in sorted((member.get("activation_params") or {}).items()):
+        if isinstance(value, (bool, int, float, str)):
+            hp[f"activation_{key}"] = value
+    if member.get("experiment"):
+        hp["experiment"] = str(member["experiment"])
+    hp["sweep"] = f"@{sweep_tag(folder)} {sweep_label(folder)}"
+    return {hparam_name(key): value for key, value in hp.items()}
+
+
 def session_group(folder: Path, member: Mapping[str, Any], status: str) -> str:
-    """The HParams session group: the configuration within its sweep, so that the HParams tab
-    averages the metrics over its seeds; members that did not finish form groups of their own,
-    never averaged with finished ones."""
-    tag = "" if status == "finished" else f" [{status}]"
-    return f"{member['group']}{tag} ({sweep_label(folder)})"
+    """The HParams row (session group) of a member: its configuration within its sweep, so
+    that the tab averages its finished seeds (``elu-lr0.01 @3f2a``); a member that diverged is
+    a row of its own (``elu-lr1000/s0 @3f2a``), never averaged with anything."""
+    if status == "finished":
+        return f"{member['group']} @{sweep_tag(folder)}"
+    return f"{member['group']}/s{member['seed']} @{sweep_tag(folder)}"
 
 
 def _value(proto_value: Any, value: bool | float | str) -> None:
@@ -257,15 +323,26 @@ def text_event(tag: str, markdown: str, wall_time: float) -> Event:
     return Event(wall_time=wall_time, step=0, summary=Summary(value=[value]))
 
 
+def status_text(status: str, diverged_at: int | None) -> str:
+    """The status as the Text tab gives it; a divergence with its iteration."""
+    if status == "diverged" and diverged_at is not None:
+        return f"diverged at iteration {diverged_at} (non-finite training loss); curves end there"
+    return status
+
+
 def provenance_markdown(
-    folder: Path, member: Mapping[str, Any], provenance: Mapping[str, Any], status: str
+    folder: Path,
+    member: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    status: str,
+    diverged_at: int | None = None,
 ) -> str:
     """Who, what, where: a Markdown table for TensorBoard's Text tab."""
     data = dict(provenance.get("data") or member.get("data") or {})
     official = data.get("official")
     rows = [
         ("member", f"`{member.get('id', folder.name)}` ({folder.parent.name}/{folder.name})"),
-        ("status", status),
+        ("status", status_text(status, diverged_at)),
         ("command", f"`{provenance['command']}`" if provenance.get("command") else "unknown"),
         ("git commit", f"`{provenance.get('git_commit', 'unknown')}`"),
         (
@@ -296,53 +373,62 @@ def config_markdown(provenance: Mapping[str, Any]) -> str:
     return f"Resolved configuration:\n\n```yaml\n{body}```"
 
 
+def diverged_at_step(folder: Path) -> int | None:
+    """The iteration summary.json gives for the member's divergence, if any."""
+    try:
+        step = json.loads((Path(folder) / "summary.json").read_text()).get("diverged_at_step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(step) if isinstance(step, (int, float)) else None
+
+
 def dashboard_events(
     folder: Path, member: Mapping[str, Any], provenance: Mapping[str, Any], status: str
 ) -> list[Event]:
-    """The events of a member's dashboard file: HParams session start (and end, once the member
-    finished or diverged), then its provenance and configuration as text."""
+    """The events of a member's dashboard file: once the member has finished or diverged its
+    HParams session (start and end), then its provenance and configuration as text."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     now = time.time()
-    started = _mtime(folder / "provenance.json") or now
-    start = plugin_data_pb2.SessionStartInfo(
-        group_name=session_group(folder, member, status), start_time_secs=started
-    )
-    for key, value in session_hparams(member, status).items():
-        _value(start.hparams[key], value)
+    diverged_at = diverged_at_step(folder) if status == "diverged" else None
+    events = [Event(wall_time=now, file_version="brain.Event:2")]
 
     def session(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Event:
         return Event(wall_time=now, step=0, summary=hparams_summary(tag, data))
 
-    start_data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
-    events = [
-        Event(wall_time=now, file_version="brain.Event:2"),
-        session(hparams_metadata.SESSION_START_INFO_TAG, start_data),
-    ]
     if status in _SESSION_STATUS:
+        start = plugin_data_pb2.SessionStartInfo(
+            group_name=session_group(folder, member, status),
+            start_time_secs=_mtime(folder / "provenance.json") or now,
+        )
+        for name, value in session_hparams(folder, member, status, diverged_at).items():
+            _value(start.hparams[name], value)
         end = plugin_data_pb2.SessionEndInfo(
             status=_SESSION_STATUS[status],
             end_time_secs=_mtime(folder / "summary.json") or now,
         )
-        end_data = plugin_data_pb2.HParamsPluginData(session_end_info=end)
-        events.append(session(hparams_metadata.SESSION_END_INFO_TAG, end_data))
-    events.append(
-        text_event("provenance", provenance_markdown(folder, member, provenance, status), now)
-    )
+        events += [
+            session(
+                hparams_metadata.SESSION_START_INFO_TAG,
+                plugin_data_pb2.HParamsPluginData(session_start_info=start),
+            ),
+            session(
+                hparams_metadata.SESSION_END_INFO_TAG,
+                plugin_data_pb2.HParamsPluginData(session_end_info=end),
+            ),
+        ]
+    markdown = provenance_markdown(folder, member, provenance, status, diverged_at)
+    events.append(text_event("provenance", markdown, now))
     events.append(text_event("config", config_markdown(provenance), now))
     return events
 
 
-def write_dashboard(
-    folder: Path, member: Mapping[str, Any], provenance: Mapping[str, Any], status: str
-) -> Path:
-    """Replace the member's dashboard file by one for ``status`` (atomically: a TensorBoard
-    reading the folder sees the old file or the new one, never half of one)."""
-    folder = Path(folder)
-    path = folder / f"{DASHBOARD}.{status}"
-    events = dashboard_events(folder, member, provenance, status)
+def write_events(path: Path, events: list[Event]) -> Path:
+    """Write an event file as a whole, atomically: a TensorBoard reading the folder sees the
+    old file or the new one, never half of one."""
+    path = Path(path)
     # The temporary name has no "tfevents" in it, so TensorBoard never reads a partial file.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dashboard.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".events.", suffix=".tmp")
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -355,6 +441,17 @@ def write_dashboard(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_dashboard(
+    folder: Path, member: Mapping[str, Any], provenance: Mapping[str, Any], status: str
+) -> Path:
+    """Replace the member's dashboard file by one for ``status``."""
+    folder = Path(folder)
+    path = write_events(
+        dashboard_path(folder, status), dashboard_events(folder, member, provenance, status)
+    )
     for old in dashboard_files(folder):
         if old != path:
             with contextlib.suppress(FileNotFoundError):

@@ -1,19 +1,24 @@
-"""Screenshots of a sweep's TensorBoard dashboards, through a real server and headless Chromium.
+"""Screenshots of TensorBoard's dashboards, through a real server and headless Chromium.
 
-    python scripts/tensorboard_screenshots.py <sweep folder> [--out results/tensorboard]
+    python scripts/tensorboard_screenshots.py <logdir> <sweep folder> [--out results/tensorboard]
 
-Starts ``tensorboard --logdir <sweep folder>`` on 127.0.0.1, waits until it serves every member
-run and HParams session, then has Chromium (Debian: ``apt-get install -y chromium``) render:
+Starts ``tensorboard --logdir <logdir>`` on 127.0.0.1 (the whole runs folder, or any folder at
+or above the analysed sweep folder), waits until it serves every member run and the HParams
+session of every member that has ended, then has Chromium (Debian: ``apt-get install -y
+chromium``) render, each from the URL a user would open:
 
-- ``scalars_elu_vs_relu.png``: the Scalars tab filtered to the ELU and ReLU members
-  (run regex ``^(elu|relu)/``) and to the headline tags;
-- ``custom_scalars_mean_std.png``: the Custom Scalars tab, mean ± std over seeds per epoch;
-- ``hparams_by_unit.png``: the HParams table, one row per configuration (mean over seeds);
+- ``fig2_time_series.png``: the URL the analysis prints for the sweep's figure (Time Series: the
+  mean over seeds of each configuration, one colour each, no smoothing, the paper's tags);
+- ``members_time_series.png``: the URL training prints (every member of the sweep, coloured by
+  configuration);
+- ``custom_scalars_mean_std.png``: the Custom Scalars URL the analysis prints (mean ± std bands);
+- ``hparams.png``: the HParams table of the whole logdir;
 - ``histograms_unit_means.png``: the per-unit mean activations of one layer, ELU and ReLU;
 - ``text_provenance.png``: a member's provenance and configuration (Text tab).
 
-Each view is a URL fragment of TensorBoard's own client-side state (``#scalars&regexInput=...``).
-PNGs are reduced to a 256-colour palette to stay small.
+Headless Chromium without a GPU draws none of the Time Series' WebGL lines, so those two views
+get TensorBoard's own ``forceSVG=true`` query parameter on top of the printed URL. PNGs are
+reduced to a 256-colour palette to stay small.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,7 +40,17 @@ from pathlib import Path
 
 from PIL import Image
 
-WAIT_S = 180  # the longest we wait for TensorBoard to have read the sweep
+from elurepro.analysis.tb_export import mean_std_prefix
+from elurepro.tblinks import (
+    SERVER,
+    custom_scalars_url,
+    figure_tags,
+    mean_std_url,
+    members_url,
+    run_prefix,
+)
+
+WAIT_S = 180  # the longest we wait for TensorBoard to have read the folder
 
 
 def _free_port() -> int:
@@ -50,13 +66,20 @@ def _get(url: str, body: dict | None = None):
         return json.loads(response.read())
 
 
-def _members(logdir: Path) -> set[str]:
-    return {p.parent.relative_to(logdir).as_posix() for p in logdir.rglob("member.json")}
+def _members(logdir: Path) -> tuple[set[str], set[str]]:
+    """Run names of every member under `logdir`, and of those that have ended."""
+    runs, ended = set(), set()
+    for info in logdir.rglob("member.json"):
+        name = info.parent.relative_to(logdir).as_posix()
+        runs.add(name)
+        if (info.parent / "summary.json").exists():
+            ended.add(name)
+    return runs, ended
 
 
 def _wait_until_loaded(base: str, logdir: Path, proc: subprocess.Popen) -> None:
-    """Until every member run is listed and has its HParams session (bounded by WAIT_S)."""
-    members = _members(logdir)
+    """Until every member run is listed and every ended one has its HParams session."""
+    members, ended = _members(logdir)
     request = {
         "experimentName": "",
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
@@ -72,7 +95,7 @@ def _wait_until_loaded(base: str, logdir: Path, proc: subprocess.Popen) -> None:
             runs = set(_get(f"{base}/data/runs"))
             groups = _get(f"{base}/data/plugin/hparams/session_groups", request)["sessionGroups"]
             sessions = {s["name"] for g in groups for s in g["sessions"]}
-            if members <= runs and members <= sessions:
+            if members <= runs and ended <= sessions:
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError):
             pass  # not listening, or not everything read yet
@@ -105,7 +128,7 @@ def _screenshot(
         ],
         check=True,
         capture_output=True,
-        timeout=120,
+        timeout=180,
     )
     # A 256-colour palette: the pages are flat colours and lines, and the files stay small.
     with Image.open(path) as image:
@@ -113,19 +136,56 @@ def _screenshot(
     small.save(path, optimize=True)
 
 
+def views(logdir: Path, sweep: Path, member: str, layer: int) -> dict[str, tuple[str, tuple]]:
+    """File name -> (URL path and state, window size) of each view."""
+    infos = sorted(sweep.rglob("member.json"))
+    if not infos:
+        sys.exit(f"no member folders (member.json) under {sweep}")
+    experiment = json.loads(infos[0].read_text())["experiment"]
+    tags = figure_tags(experiment)
+    prefix = run_prefix(sweep)
+
+    def printed(url: str, svg: bool = False) -> str:
+        # As printed, for TensorBoard's default address; here the server's is put in front.
+        url = url.removeprefix(SERVER)
+        return url.replace("#", "&forceSVG=true#", 1) if svg else url
+
+    return {
+        "fig2_time_series.png": (
+            printed(mean_std_url(sweep, tags, mean_std_prefix(infos[0].parent)), svg=True),
+            (1500, 800),
+        ),
+        "members_time_series.png": (printed(members_url(sweep, tags), svg=True), (1500, 800)),
+        "custom_scalars_mean_std.png": (printed(custom_scalars_url(sweep)), (1500, 1600)),
+        "hparams.png": ("#hparams", (1900, 900)),
+        "histograms_unit_means.png": (
+            _fragment(
+                "histograms",
+                regexInput=f"^{prefix}(elu|relu)/s0$",
+                tagFilter=f"^act/units/layer{layer}$",
+            ),
+            (1300, 480),
+        ),
+        "text_provenance.png": (
+            _fragment("text", regexInput=f"^{prefix}{re.escape(member)}$", tagFilter="provenance"),
+            (1500, 900),
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "logdir", type=Path, help="a sweep folder (after python -m elurepro.analyze)"
-    )
+    parser.add_argument("logdir", type=Path, help="what `tensorboard --logdir` is given")
+    parser.add_argument("sweep", type=Path, help="the analysed sweep folder whose figure is shown")
     parser.add_argument("--out", type=Path, default=Path("results/tensorboard"))
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     parser.add_argument("--layer", type=int, default=1, help="layer of the histogram view")
     parser.add_argument("--member", default="elu/s0", help="member whose text is shown")
     args = parser.parse_args(argv)
-    logdir = args.logdir.resolve()
-    if not _members(logdir):
-        sys.exit(f"no member folders (member.json) under {logdir}")
+    logdir, sweep = args.logdir.resolve(), args.sweep.resolve()
+    if not sweep.is_relative_to(logdir):
+        sys.exit(f"{sweep} is not under the logdir {logdir}")
+    shown = views(logdir, sweep, args.member, args.layer)
     args.out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -137,41 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.STDOUT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    views = {
-        "scalars_elu_vs_relu.png": (
-            _fragment(
-                "scalars",
-                regexInput="^(elu|relu)/",
-                tagFilter="^(train/loss|val/error|act/median)$",
-                _smoothingWeight="0",
-            ),
-            (1500, 800),
-        ),
-        "custom_scalars_mean_std.png": (
-            _fragment("custom_scalars", regexInput="^_mean_std/", _smoothingWeight="0"),
-            (1500, 1000),
-        ),
-        "hparams_by_unit.png": (_fragment("hparams"), (1900, 460)),
-        "histograms_unit_means.png": (
-            _fragment(
-                "histograms",
-                regexInput="^(elu|relu)/s0$",
-                tagFilter=f"^act/units/layer{args.layer}$",
-            ),
-            (1300, 480),
-        ),
-        "text_provenance.png": (
-            _fragment("text", regexInput=f"^{args.member}$", tagFilter="provenance"),
-            (1500, 900),
-        ),
-    }
     try:
         _wait_until_loaded(base, logdir, proc)
         with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-            for name, (fragment, size) in views.items():
+            for name, (state, size) in shown.items():
                 path = args.out / name
-                _screenshot(args.chromium, base + "/" + fragment, path, size, 20_000, Path(profile))
-                print(f"{path} ({path.stat().st_size // 1024} KB): {base}/{fragment}")
+                url = f"{base}/{state}"
+                _screenshot(args.chromium, url, path, size, 30_000, Path(profile))
+                print(f"{path} ({path.stat().st_size // 1024} KB): {url}")
     finally:
         proc.terminate()
         try:

@@ -266,7 +266,7 @@ def _analyze_sweep(
         spec.report(a, w)
     tb_note = None
     if tensorboard:
-        tb_note = tb_export.export(runs_dir, members, w.figures, experiment)
+        tb_note = tb_export.export(runs_dir, members, w.figures, experiment, a)
         w.section("TensorBoard")
         w.text(tb_note)
     report = w.write()
