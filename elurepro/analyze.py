@@ -2,6 +2,8 @@
 
 One report per sweep (budget, data fingerprint, configuration) found under the runs folder:
 into DIR when there is one, into DIR/<sweep name>/ when there are several (with DIR/index.md).
+DIR is `<runs_folder>/report` unless given: the repository's `results/` is written only by the
+paper-figure make targets, which pass `--out results/...`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
         help="folder holding the run folders, at any level (default: runs/<experiment>); "
         "each sweep in it (budget, data, configuration) is reported separately",
     )
-    parser.add_argument("--out", help="output folder (default: results/<experiment>)")
+    parser.add_argument("--out", help="output folder (default: <runs_folder>/report)")
     parser.add_argument(
         "--reported", help="CSV of the paper's numbers (default: the repo's results/reported.csv)"
     )
@@ -54,13 +56,18 @@ def _parser(experiments: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def report_folder(runs: Path) -> Path:
+    """Where a report goes without `--out`: beside the runs it reads, never into results/."""
+    return runs / "report"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that `--help` answers without loading matplotlib and scipy.
     from elurepro.analysis.report import EXPERIMENTS, analyze_all
 
     args = _parser(list(EXPERIMENTS)).parse_args(argv)
     runs = Path(args.runs_folder or Path("runs") / args.experiment)
-    out = Path(args.out or Path("results") / args.experiment)
+    out = Path(args.out) if args.out else report_folder(runs)
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         results = analyze_all(
@@ -80,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for result in results:
             label = "" if result.not_comparable is None else "; NOT comparable with the paper"
             print(f"report: {result.report} ({result.sweep}{label})")
+            if result.tensorboard:
+                print(result.tensorboard)
         for result in results:
             for line in result.attention:
                 print(f"note: [{result.report.parent.name}] {line}")

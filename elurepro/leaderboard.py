@@ -1,7 +1,9 @@
 """Command line: `python -m elurepro.leaderboard [runs_folder] [--out DIR] [--baseline elu]`.
 
 One table (Markdown + CSV) of units × experiments on each experiment's headline metrics, with
-the paired test of every unit against the baseline, and one figure of the paired differences.
+the paired test of every unit against the baseline, and one figure of the paired differences,
+into `<runs_folder>/leaderboard` unless `--out` says otherwise (`make leaderboard
+OUT=results/leaderboard` refreshes the repository's own copy).
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         help="folder holding the experiments' run folders (default: $ELUREPRO_RUNS or runs)",
     )
-    parser.add_argument(
-        "--out", default="results/leaderboard", help="output folder (default: %(default)s)"
-    )
+    parser.add_argument("--out", help="output folder (default: <runs_folder>/leaderboard)")
     parser.add_argument(
         "--baseline",
         default="elu",
@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = Path(args.runs_folder or os.environ.get("ELUREPRO_RUNS") or "runs")
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
-        result = write_leaderboard(runs, Path(args.out), args.baseline, args.reported)
+        out = Path(args.out) if args.out else runs / "leaderboard"
+        result = write_leaderboard(runs, out, args.baseline, args.reported)
     except ElureproError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ each population with DistributedDataParallel (ImageNet only; see elurepro/distri
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 import warnings
@@ -22,19 +21,23 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.errors import HydraException, OverrideParseException
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from elurepro import assemble, distributed
+from elurepro.analyze import report_folder
 from elurepro.assemble.validate import validate_config
 from elurepro.checkpoint import check_writable
 from elurepro.distributed import DistContext
 from elurepro.errors import ElureproError, os_error_name, storage_error
+from elurepro.hydra_errors import composition_error
+from elurepro.launch.command import typed_command
+from elurepro.store.claims import ClaimLost
 from elurepro.store.identity import mathematics
 from elurepro.store.sweep import legacy_message, legacy_populations
 from elurepro.store.work import StoreConfig, SweepWorker
-from elurepro.trainer import ClaimLost
+from elurepro.tblinks import figure_tags, members_url
 
 
 def run(cfg: DictConfig) -> int:
@@ -94,16 +97,27 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
         if status == "interrupted":
             return 128 + (trainer.stop_signal or signal.SIGINT)  # 130 Ctrl-C, 143 SIGTERM
     say(f"done: every member asked for is finished ({sweep.root}).")
-    say(f"  analyse:     python -m elurepro.analyze {cfg.name} {sweep.root}")
-    say(f"  TensorBoard: tensorboard --logdir {sweep.root}")
+    say(f"  analyse:     {analyse_command(cfg.name, sweep.root)}")
+    say(f"  TensorBoard: tensorboard --logdir {sweep.root}  (or any folder above it)")
+    say(f"  the figure:  {members_url(sweep.root, figure_tags(cfg.name))}")
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def analyse_command(experiment: str, sweep: Path) -> str:
+    """What ``make`` runs after training ``sweep``: the analysis of its ``<data>-<budget>``
+    folder (every sweep in it), with where the report goes by default, as a shell comment."""
+    runs = sweep.parent
+    return f"python -m elurepro.analyze {experiment} {runs}   # report into {report_folder(runs)}"
+
+
+CONFIG_PATH = "../configs"  # relative to this file, as Hydra reads it
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> None:
     global _task_started, _command
     _task_started = True
-    _command = shlex.join(["python", "-m", "elurepro.train", *sys.argv[1:]])
+    _command = typed_command()  # inside a launcher's job: the submitting command
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         code = run(cfg)
@@ -132,32 +146,20 @@ _command: str | None = None  # the command line, when training was started from 
 
 def cli() -> None:
     """``python -m elurepro.train``: Hydra's own refusals (a typo'd key, an unknown config
-    option, bad override syntax) as one line too, exit status 2."""
+    option, bad override syntax) as one line too, exit status 2 (``hydra_errors.py``)."""
     asked = os.environ.get("HYDRA_FULL_ERROR")  # a user who asks for the full trace gets it
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra then raises instead of printing
     try:
         main()
+    except ElureproError as err:  # a launcher's (elurepro/launch/): the jobs could not run
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except (HydraException, OmegaConfBaseException) as err:
         if asked or _task_started:  # a bug past composition keeps its traceback
             raise
-        print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+        line = composition_error(err, sys.argv[1:], Path(__file__).parent / CONFIG_PATH)
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
-
-
-def hydra_error_line(err: BaseException) -> str:
-    """Hydra's multi-line composition error and its cause, as one line."""
-    noise = ("full_key:", "object_type=", "See https://", "Config search path", "provider=")
-
-    def lines(e: BaseException | None) -> str:
-        kept = [x.strip() for x in str(e or "").splitlines() if x.strip()]
-        return " ".join(x for x in kept if not x.startswith(noise))
-
-    line = lines(err) or type(err).__name__
-    if err.__cause__ is not None and lines(err.__cause__):
-        line += f" ({lines(err.__cause__)})"
-    if isinstance(err, OverrideParseException):
-        line = f"cannot parse the command line overrides: {line}"
-    return line
 
 
 if __name__ == "__main__":

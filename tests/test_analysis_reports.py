@@ -325,6 +325,19 @@ def test_cifar10_run_is_not_compared_with_cifar100_numbers(tmp_path: Path) -> No
 # ---------------------------------------------------------------- cifar_18layer
 
 
+def test_table1_names_each_schedule_reading_its_runs_used() -> None:
+    from types import SimpleNamespace
+
+    from elurepro.analysis.cifar import schedule_line
+
+    def run(name):
+        return SimpleNamespace(provenance={"config": {"optim": {"schedule": name}}})
+
+    line = schedule_line([run("D3"), run("D1"), run("D3")])
+    assert "**D1** (one drop" in line and "**D3** (÷10 every 35k" in line
+    assert "**D2**" not in line
+
+
 @pytest.mark.parametrize("layout", ["old", "new"])
 def test_cifar18_table1_and_phases(tmp_path: Path, layout: str) -> None:
     records = fake_cifar18(tmp_path / "runs", official={"cifar10": False}, layout=layout)
@@ -341,6 +354,7 @@ def test_cifar18_table1_and_phases(tmp_path: Path, layout: str) -> None:
     text = result.report.read_text()
     assert "| ours − paper ELU-Network (pp) | not comparable | " + f"{c100 - 24.28:+.2f}" in text
     assert "[VERIFY]" in text
+    assert "Schedule: **D1** (one drop to 0.001 at 35k" in text  # runs that name none are D1
     phases = read_csv(tmp_path / "out" / "phases.csv")
     by_step = {r["step"]: r["test/error"] for r in records["cifar10"]}
     c10 = [p for p in phases if p["data set"] == "lossy CIFAR-10 copy"]
@@ -390,7 +404,7 @@ def test_tensorboard_hparams_and_figures(tmp_path: Path) -> None:
     runs = tmp_path / "runs" / "imagenet_15layer_spp"
     fake_imagenet(tmp_path / "runs", steps=60_000)
     result = analyze("imagenet_15layer_spp", runs, tmp_path / "out")
-    assert "2 member sessions" in (result.tensorboard or "")
+    assert "(2 members, " in (result.tensorboard or "")
     # Each member's own run holds its HParams session (these fakes had none: the analysis
     # wrote them), so the HParams tab links to the member's curves; no run per session.
     member = runs / "pop-0badc0de" / "members" / "relu-s0"
@@ -402,11 +416,13 @@ def test_tensorboard_hparams_and_figures(tmp_path: Path) -> None:
     assert b"val_full/top5_error" in analysis.PluginTagToContent("hparams")["_hparams_/experiment"]
     assert "imagenet_15layer_spp/fig6_learning_curves" in analysis.Tags()["images"]
     assert not (runs / "_hparams").exists()
-    # A rerun replaces the records instead of adding a second copy.
-    before = sorted(p.name for p in member.glob("*tfevents*"))
+    # A rerun replaces the records instead of adding a second copy (the headline values' file
+    # takes a new name each time, see tb_export._write_headlines).
+    before = sorted(p.name.split(".")[0] for p in member.glob("*tfevents*"))
     export(runs, collect_members(runs), {}, "imagenet_15layer_spp")
-    assert sorted(p.name for p in member.glob("*tfevents*")) == before
-    assert len(list((runs / "pop-0badc0de" / "_analysis").glob("*tfevents*"))) == 1
+    assert sorted(p.name.split(".")[0] for p in member.glob("*tfevents*")) == before
+    # The writer's file (figures, layout) and the HParams experiment.
+    assert len(list((runs / "pop-0badc0de" / "_analysis").glob("*tfevents*"))) == 2
 
 
 def test_cli_missing_runs_folder_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -447,7 +463,9 @@ def test_cli_default_folders_and_wrong_experiment(tmp_path: Path, monkeypatch, c
     assert err.startswith("error: ") and "runs/cifar_18layer" in err
     fake_cifar18(tmp_path / "runs", datasets=("cifar100",))
     assert main(["cifar_18layer", "--no-tensorboard"]) == 0
-    assert (tmp_path / "results" / "cifar_18layer" / "report.md").is_file()
+    # Beside the runs it reads; results/ is written only when --out says so.
+    assert (tmp_path / "runs" / "cifar_18layer" / "report" / "report.md").is_file()
+    assert not (tmp_path / "results").exists()
     meta = population_dir(tmp_path / "runs", "cifar_18layer", "x-2")
     (meta / "members" / "bad").mkdir(parents=True)
     (meta / "members" / "bad" / "member.json").write_text(json.dumps({"id": "bad"}))

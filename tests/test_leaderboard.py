@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,13 +138,18 @@ def test_figure_has_a_panel_per_line_with_a_point_per_unit(tmp_path: Path) -> No
     assert ticks == ["gelu", "lrelu_alpha0.3", "mish", "gelu+bn", "lrelu_alpha0.3+bn", "mish+bn"]
 
 
-def test_cli_errors_and_help(tmp_path: Path, capsys) -> None:
+def test_cli_errors_and_help(tmp_path: Path, capsys, monkeypatch) -> None:
     assert main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "nope" in err[0]
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 0
     assert "not run: cifar100_11layer" in capsys.readouterr().out
+    # Without --out: into the runs folder, never into the working folder's results/.
+    monkeypatch.chdir(tmp_path)
+    assert main(["empty"]) == 0
+    assert (tmp_path / "empty" / "leaderboard" / "leaderboard.md").is_file()
+    assert not (tmp_path / "results").exists()
     proc = subprocess.run(
         [sys.executable, "-m", "elurepro.leaderboard", "--help"],
         capture_output=True,
@@ -152,3 +158,13 @@ def test_cli_errors_and_help(tmp_path: Path, capsys) -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and "--baseline" in proc.stdout
+
+
+def test_the_board_names_its_runs_relative_to_the_repository(board) -> None:
+    """A path of the machine the board was made on means nothing in a committed file."""
+    out, _, md = board
+    runs = out.parent / "runs"
+    assert f"`{runs}" not in md
+    folders = len(list(runs.rglob("member.json")))
+    relative = Path(os.path.relpath(runs, REPO)).as_posix()
+    assert f"Runs read: {folders} member folder(s) in 3 sweep(s) under `{relative}`" in md

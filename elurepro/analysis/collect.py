@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from elurepro.activations import parse_activation
+from elurepro.activations import is_own_unit, parse_activation
+from elurepro.activations import unit_label as own_unit_label
 from elurepro.errors import ConfigError, ElureproError
 
 FINISHED = "finished"
@@ -242,6 +243,8 @@ def _cached_label(activation: str, params: tuple[tuple[str, Any], ...]) -> str:
 
 
 def _label(activation: str, params: dict[str, Any]) -> str:
+    if is_own_unit(activation):  # labelled from what the run stored; its module is not imported
+        return own_unit_label(activation, params)
     try:
         return parse_activation({"name": activation, **params}).label
     except ConfigError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextPath
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 
@@ -59,7 +62,10 @@ _NAMES = {"elu": "ELU", "relu": "ReLU", "lrelu": "LReLU", "srelu": "SReLU", "pre
 
 def unit_name(unit: str) -> str:
     """The paper's spelling of a unit's name (ELU, ReLU, LReLU, SReLU); parameters of a
-    variant as in its label (``lrelu_alpha0.3`` -> ``LReLU_alpha0.3``)."""
+    variant as in its label (``lrelu_alpha0.3`` -> ``LReLU_alpha0.3``); a unit of your own
+    without its module (``mypkg.acts:StarReLU_bias0_scale0.8`` -> ``StarReLU_bias0_scale0.8``)."""
+    if ":" in unit:
+        return unit.rpartition(":")[2]
     base, _, rest = unit.partition("_")
     return _NAMES.get(base, base.upper()) + (f"_{rest}" if rest else "")
 
@@ -200,8 +206,28 @@ def log_scale_if_positive(ax: Axes) -> None:
         ax.set_yscale("log")
 
 
-def panel_title(ax: Axes, letter: str, text: str) -> None:
-    ax.set_title(f"({letter}) {text}", loc="left")
+def panel_title(ax: Axes, letter: str, text: str, width: float | None = None) -> None:
+    """``(a) text`` at the panel's top left; broken into lines ``width`` inches wide if given."""
+    title = f"({letter}) {text}"
+    fitted = title if width is None else fit_lines(title, width, _points("axes.titlesize"))
+    ax.set_title(fitted, loc="left")
+
+
+def figure_title(fig: Figure, text: str) -> None:
+    """The figure's title, broken into lines that fit its width (none cut off at the edges)."""
+    fig.suptitle(fit_lines(text, fig.get_figwidth() - 0.3, _points("figure.titlesize")))
+
+
+def fit_lines(text: str, width: float, size: float) -> str:
+    """``text`` broken at spaces into lines about ``width`` inches wide at ``size`` points."""
+    inches = TextPath((0, 0), text, size=size).get_extents().width / 72
+    per_char = inches / max(len(text), 1)
+    return textwrap.fill(text, max(12, int(width / per_char)), break_long_words=False)
+
+
+def _points(key: str) -> float:
+    """A font size of the current style in points (resolves "large" and the like)."""
+    return FontProperties(size=mpl.rcParams[key]).get_size_in_points()
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:

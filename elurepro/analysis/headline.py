@@ -16,7 +16,13 @@ import numpy as np
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.figures import Difference, difference_panel, new_figure, panel_title
+from elurepro.analysis.figures import (
+    Difference,
+    difference_panel,
+    figure_title,
+    new_figure,
+    panel_title,
+)
 from elurepro.analysis.stats import Comparison, compare, min_p_note
 from elurepro.analysis.tables import Column, find_reported, fmt, fmt_p
 
@@ -104,7 +110,28 @@ def headlines_for(experiment: str) -> tuple[Headline, ...]:
 
 
 def horizon(a: Analysis) -> float:
-    """H of the learning-speed window: where the paper says the curves flatten (epoch 25)."""
+    """H of the learning-speed window (epochs 1–H): where the paper says the curves flatten
+    (epoch 25), or the last epoch these runs reached when they are shorter (a 3-epoch demo)."""
+    finished = [m for m in a.members if m.status == FINISHED] or a.members
+    ends = [x[-1] for m in finished if (x := m.epoch_series("train/loss")[0]).size]
+    return min(_paper_horizon(a), max(ends)) if ends else _paper_horizon(a)
+
+
+def window(a: Analysis) -> str:
+    """The learning-speed window in words: ``epochs 1–25``, ``the first 0.6 epochs``."""
+    h = horizon(a)
+    return f"epochs 1–{h:g}" if h >= 1 else f"the first {h:g} epochs"
+
+
+def horizon_reason(a: Analysis) -> str:
+    """Why the window ends at ``horizon(a)``, as a clause of the report's sentences."""
+    paper = _paper_horizon(a)
+    if horizon(a) < paper:
+        return f"all of these runs; the paper's window is epochs 1–{paper:g}"
+    return "where the paper says the curves flatten"
+
+
+def _paper_horizon(a: Analysis) -> float:
     flat = find_reported(a.reported, a.experiment, "curves_flat_after", "all")
     return flat.value if flat else 25.0
 
@@ -132,7 +159,7 @@ def member_value(a: Analysis, m: MemberRun, h: Headline, metric: str) -> float |
 
 
 def label_of(a: Analysis, h: Headline) -> str:
-    return h.label.replace("1–H", f"1–{horizon(a):g}")
+    return h.label.replace("epochs 1–H", window(a))
 
 
 def headline_values(a: Analysis, config: str, h: Headline, metric: str) -> dict[int, float]:
@@ -388,13 +415,15 @@ def _differences_figure(a: Analysis, w: ReportWriter, rows: Sequence[UnitCompari
         ax = axes[k // ncols, k % ncols]
         against = f"− {a.baseline}" if kind == "vs baseline" else "with BN − without"
         difference_panel(ax, difference_items(items), f"difference ({against})")
-        panel_title(ax, "abcdefghijklmnop"[k % 16], f"{label}, {kind}")
+        # Titles stay inside their panel (less the axis labels' margin): none runs into the next.
+        panel_title(ax, "abcdefghijklmnop"[k % 16], f"{label}, {kind}", width - 0.9)
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols, k % ncols].set_visible(False)
-    fig.suptitle(
+    title = (
         "Paired differences A − B by seed (dots), mean ± std (whisker); below 0: A lower "
         f"(better) — {a.context()}"
     )
+    figure_title(fig, title)
     w.figure(
         fig,
         "paired_differences",

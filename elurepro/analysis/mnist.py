@@ -15,6 +15,7 @@ from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
     Curve,
     config_style,
+    figure_title,
     finished_curve,
     legend,
     log_scale_if_positive,
@@ -22,9 +23,9 @@ from elurepro.analysis.figures import (
     panel_title,
     plot_curve,
 )
-from elurepro.analysis.headline import comparisons_section
+from elurepro.analysis.headline import comparisons_section, horizon, horizon_reason, window
 from elurepro.analysis.stats import Describe, describe
-from elurepro.analysis.tables import Column, find_reported, record_rows
+from elurepro.analysis.tables import Column, record_rows
 
 MEANACT_METRICS = [
     ("act/median", 4),
@@ -80,7 +81,7 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
     ax_loss.set_yscale("log")
     panel_title(ax_loss, "b", "cross-entropy: train solid, validation dotted")
     legend(fig, ax_act)
-    fig.suptitle(f"Fig. 2, MNIST 8×128 network — {context}")
+    figure_title(fig, f"Fig. 2, MNIST 8×128 network — {context}")
     w.section("Fig. 2: mean activation and learning speed")
     w.figure(fig, "fig2_mean_activation_and_loss", a.caption("Fig. 2"))
 
@@ -98,8 +99,7 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
 def meanact_checks(a: Analysis) -> list[str]:
     """Answers to Fig. 2's two claims, one sentence each, from finished members."""
     configs = a.configs()
-    flat = find_reported(a.reported, a.experiment, "curves_flat_after", "all")
-    horizon = flat.value if flat else 25.0
+    until = horizon(a)
     closeness, early_loss = {}, {}
     for config, members in configs.items():
         act = _curve(members, "act/median")
@@ -107,7 +107,7 @@ def meanact_checks(a: Analysis) -> list[str]:
         if during.any():
             closeness[config] = abs(float(np.mean(act.mean[during])))
         loss = _curve(members, "train/loss")
-        early = (loss.x > 0) & (loss.x <= horizon)
+        early = (loss.x > 0) & (loss.x <= until)
         if early.any():
             early_loss[config] = float(np.mean(loss.mean[early]))
     elu = _elu_config(a)
@@ -120,7 +120,7 @@ def meanact_checks(a: Analysis) -> list[str]:
         ),
         (
             f"Does ELU's training loss fall fastest of ELU, ReLU and LReLU (lowest mean "
-            f"train/loss over epochs 1–{horizon:g}, where the paper says the curves flatten)?",
+            f"train/loss over {window(a)}, {horizon_reason(a)})?",
             early_loss,
         ),
     ):
@@ -328,7 +328,7 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
         log_scale_if_positive(ax)
         ax.legend(ncols=min(4, len(configs)))
     axes[1, 0].set_xlabel("layer (median over its units)")
-    fig.suptitle(f"Appendix C: variability of the median activation — {a.context()}")
+    figure_title(fig, f"Appendix C: variability of the median activation — {a.context()}")
     w.figure(
         fig,
         "appendix_c_median_variability",
@@ -411,7 +411,7 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
         labels += ["train", "test"]
         ax.legend(handles, labels)
     axes[0, 0].set_ylabel("reconstruction error (squared error per image)")
-    fig.suptitle(f"Fig. 3, MNIST deep autoencoder — {a.context()}")
+    figure_title(fig, f"Fig. 3, MNIST deep autoencoder — {a.context()}")
     w.section("Fig. 3: autoencoder reconstruction error")
     w.figure(fig, "fig3_autoencoder", a.caption("Fig. 3"))
     w.text(

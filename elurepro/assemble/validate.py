@@ -177,7 +177,7 @@ def _activation(key: str, value: Any) -> None:
     from elurepro.activations import parse_activation
 
     if not (isinstance(value, str) or isinstance(value, Mapping)):
-        raise _bad(key, value, "an activation name or {name: <unit>, <param>: <value>}")
+        raise _bad(key, value, "an activation name or {name: <unit or module:attribute>, ...}")
     try:
         parse_activation(value)
     except ConfigError as err:
@@ -234,6 +234,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "milestones": items(POSITIVE, "numbers > 0"),
         "lr_values": items(POSITIVE, "learning rates > 0"),
         "dropout_phases": items(_dropout_phase, "dropout phases"),
+        "schedule": text(null="no named reading", what="the schedule's name"),
     },
     "monitor": {"theory": boolean, "theory_images": integer(1)},
     "execution": {
@@ -247,6 +248,7 @@ SECTIONS: dict[str, dict[str, Check]] = {
         "name": text(pattern=r"[A-Za-z0-9_.-]+", what="a budget name (letters, digits, _ . -)"),
         "scale": POSITIVE,
         "max_steps": integer(1, null="no cap"),
+        "stop_after": integer(1, null="run to the end"),
         "max_seeds": integer(1, null="every seed"),
         "train_subset": integer(1, null="every training image"),
         "eval_subset": integer(1, null="every evaluation image"),
@@ -287,6 +289,9 @@ MODEL: dict[str, dict[str, Check]] = {
         "dropout": items(PROBABILITY, "rates in [0, 1)"),
         "convention": choice("A", "B", "C", "V"),
         "dropout_all_layers": boolean,
+        "init_fan": choice("fan_in", "fan_out"),
+        "init_gain": POSITIVE,
+        "score_pool": choice("max", "avg"),
     },
     "spp": {
         "in_channels": integer(1),
