@@ -1,32 +1,47 @@
-"""`make bench`: the suite's trainer against a plain reference loop, side by side, in one run.
+"""`make bench`: the suite's training step against a plain reference loop, its options, and
+ELU's own cost, for every paper model, in one run.
 
-For each paper model it times (after a warm-up) the suite's training step on synthetic data of
-the real shapes, and a reference loop written here: a torchvision ``DataLoader`` over uint8 images
-served per sample as torchvision's MNIST and CIFAR10 classes serve them (``Image.fromarray`` and
+For each model it times (after a warm-up) the suite's trainer on synthetic data of the real
+shapes, and a reference loop written here: a torchvision ``DataLoader`` over uint8 images served
+per sample as torchvision's MNIST and CIFAR10 classes serve them (``Image.fromarray`` and
 transforms), one model, fp32. It prints images/s, the ratio, and the projected wall time of each
 experiment's full paper protocol on this machine, its ratio to the protocol's floor (its
 arithmetic at the measured fp32 GEMM peak) and the share of that peak the suite reaches, and
-writes the same to ``results/bench/<machine>.md``. On CUDA it also reports achieved TFLOP/s.
-For the 11-layer CNN it also trains the first K members of a sweep chunk both ways, one net after
-another (``MemberList``, what the sweeps use) and as one stacked net of grouped convolutions
-(``StackedConvNets``), for each K of ``--cnn-members``: the numbers that decide whether a sweep
-should stack its members on this machine.
+writes the same to ``results/bench/<machine>.md``. Then, per model:
 
-    python scripts/bench.py [--quick] [--device cpu|cuda] [--only mlp,ae,cnn11,cnn18]
-        [--cnn-members 1,2,4] [--out FILE]
+- the options, each a full trainer run: bf16 and tf32 (they change the mathematics), channels
+  first (NCHW) against the configs' channels-last, CUDA graphs (compile, reduce-overhead);
+- ELU against ReLU: the paper population with every member's unit set to ELU, and to ReLU, its
+  training step (batch, forward, loss, backward, SGD) timed in alternating blocks, best block of
+  each, so that drifting load hits both alike;
+- for the 11-layer CNN, the first K members of a sweep chunk trained one net after another
+  (``MemberList``) and as one stacked net of grouped convolutions (``StackedConvNets``).
+
+A member that diverges (non-finite loss) or a measurement that fails is reported as such in its
+cell, and the bench goes on; the report is rewritten after every model, so a bench stopped by a
+time limit leaves the models it finished. ``--profile FILE`` writes a torch.profiler table of the
+11-layer CNN's step in fp32, tf32 and bf16 instead.
+
+    python scripts/bench.py [--quick] [--device cpu|cuda] [--only cnn11,cnn18,spp,mlp,ae]
+        [--unit-rounds 3] [--cnn-members 1,2,4] [--override KEY=VALUE ...] [--out FILE]
+    python scripts/bench.py --device cuda --profile FILE
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
-import platform
+import math
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -40,27 +55,27 @@ from torchvision.datasets import VisionDataset
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_report import cell, fmt_time, num, report  # noqa: E402
 
 from elurepro import assemble  # noqa: E402
-from elurepro.activations import build_activation  # noqa: E402
+from elurepro.activations import build_activation, parse_activation  # noqa: E402
 from elurepro.data.augment import pad_crop_flip  # noqa: E402
 from elurepro.data.stream import Split, TensorStream  # noqa: E402
+from elurepro.errors import one_line  # noqa: E402
+from elurepro.members import MemberSpec  # noqa: E402
 from elurepro.models.convnet import StackConvNet, with_classes  # noqa: E402
 from elurepro.models.mlp import StackedLinear  # noqa: E402
 from elurepro.models.stacked_cnn import StackedConvNets  # noqa: E402
-from elurepro.runlog import device_name, git_commit, has_native_bf16  # noqa: E402
+from elurepro.runlog import device_name, has_native_bf16  # noqa: E402
 from elurepro.tasks import build_task  # noqa: E402
 from elurepro.trainer import _sgd  # noqa: E402
 
-# Dense peak TFLOP/s by card, for the utilisation column (vendor data sheets, SXM parts).
-PEAKS = {
-    "H100": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0},
-    "H200": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0},
-    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
-}
+R = TypeVar("R")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Case:
     key: str
     experiment: str
@@ -70,6 +85,14 @@ class Case:
     batch: int
     protocol_images: float  # member-images of the full paper protocol
     protocol_note: str
+    # A smaller batch on CPUs, where one paper batch of the model takes minutes; the report
+    # says which batch was timed.
+    cpu_batch: int | None = None
+    reference: bool = True  # whether the plain reference loop is timed
+
+    @property
+    def conv(self) -> bool:
+        return len(self.image_shape) == 3 and self.image_shape[0] == 3
 
 
 CASES = [
@@ -113,10 +136,38 @@ CASES = [
         2 * 205_000 * 100,
         "2 data sets x 205k iterations x 100 images",
     ),
+    Case(
+        "spp",
+        "imagenet_15layer_spp",
+        (),
+        (3, 224, 224),
+        1000,
+        128,
+        2 * 250_000 * 128,
+        "2 runs x 250k iterations x 128 images",
+        cpu_batch=8,
+        reference=False,  # ImageNet's loader is timed by scripts/bench_imagenet_loader.py
+    ),
 ]
+BY_KEY = {c.key: c for c in CASES}
+
+# Timed steps per measurement, by model size, and per block of the ELU / ReLU comparison.
+STEPS = {
+    "cpu": {"mlp": 300, "ae": 60, "cnn11": 40, "cnn18": 6, "spp": 2},
+    "cuda": {"mlp": 1000, "ae": 500, "cnn11": 200, "cnn18": 30, "spp": 8},
+}
+UNIT_STEPS = {
+    "cpu": {"mlp": 100, "ae": 20, "cnn11": 10, "cnn18": 2, "spp": 1},
+    "cuda": {"mlp": 300, "ae": 150, "cnn11": 60, "cnn18": 10, "spp": 3},
+}
+REFERENCE_STEPS_CUDA = {"mlp": 100, "ae": 60, "cnn11": 30, "cnn18": 10}  # its loader is slow
 
 
-def load_cfg(case: Case, device: str, extra: tuple[str, ...] = ()):
+class Diverged(RuntimeError):
+    """A member's loss became non-finite before the timed steps were over."""
+
+
+def load_cfg(case: Case, device: str, extra: Sequence[str] = ()):
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         return compose(
             "train",
@@ -130,9 +181,27 @@ def load_cfg(case: Case, device: str, extra: tuple[str, ...] = ()):
         )
 
 
+def batch_size(case: Case, device: torch.device) -> int:
+    return case.cpu_batch if device.type == "cpu" and case.cpu_batch else case.batch
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def attempt(measure: Callable[[], R]) -> R | str:
+    """The measurement, or one line saying why there is none: the bench goes on either way."""
+    try:
+        return measure()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Diverged as err:
+        return str(err)
+    except Exception as err:  # noqa: BLE001 - any failure of one cell is reported in that cell
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        return f"failed: {type(err).__name__}: {one_line(err)[:160]}"
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
@@ -165,17 +234,16 @@ def gemm_peak(device: torch.device) -> float:
     """This machine's fp32 matrix-product rate in GFLOP/s, on one large square product: the
     ceiling for any trainer whose time goes to matrix products."""
     n = 4096 if device.type == "cuda" else 2048
+    reps = 10 if device.type == "cuda" else 2
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = 0.0
     for _ in range(5 if device.type == "cuda" else 3):
         sync(device)
         start = time.perf_counter()
-        for _ in range(10 if device.type == "cuda" else 2):
+        for _ in range(reps):
             a @ b
         sync(device)
-        best = max(
-            best, (10 if device.type == "cuda" else 2) * 2 * n**3 / (time.perf_counter() - start)
-        )
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - start))
     return best / 1e9
 
 
@@ -215,59 +283,208 @@ def cpu_isa() -> str:
     return "avx2" if "avx2" in flags else "other"
 
 
-# ------------------------------------------------------------------ the suite
-def suite_rate(
-    case: Case, device: torch.device, steps: int, warmup: int, extra: tuple[str, ...] = ()
-) -> tuple[float, tuple[int, int]]:
-    """Member-images/s of the suite's trainer, and its (all, first-layer) MACs per member-image."""
-    cfg = load_cfg(case, device.type, extra)
+# ------------------------------------------------------------------ synthetic data
+def synthetic_split(case: Case, n: int) -> Split:
+    """n images of the case's shape (in [0, 1] for the MNIST models, whose task reads them as
+    pixel targets; flat vectors for the fully connected nets) and random labels."""
+    if case.conv:
+        x = torch.randn(n, *case.image_shape)
+    else:
+        x = torch.rand(n, *case.image_shape).flatten(1)
+    return Split(x, torch.randint(0, case.classes, (n,)))
+
+
+def pool_size(batch: int, steps: int) -> int:
+    """Images held for a measurement: one pass over them, at most 2000 (epochs wrap around)."""
+    return max(2 * batch, min(batch * steps, 2000))
+
+
+def augment_of(case: Case):
+    """The stream's augmentation: CIFAR's pad-4 crop and flip; the ImageNet loader crops on the
+    host, so its batches arrive as they are."""
+    if case.conv and case.image_shape[1] == 32:
+        return lambda xb, g: pad_crop_flip(xb, 4, g)
+    return None
+
+
+def timed_members(case: Case, cfg) -> list[MemberSpec]:
+    """The members one measurement trains: the whole population for the fully connected nets,
+    the first member for the conv nets (their paper configs train one per process)."""
     members = assemble.build_members(cfg)
-    if case.key in ("cnn11", "cnn18"):
-        members = members[:1]  # CNN members train one per process in the paper configs
-    n = max(case.batch * (steps + warmup), 2000)
-    x = (
-        torch.rand(n, *case.image_shape)
-        if case.key in ("mlp", "ae")
-        else torch.randn(n, *case.image_shape)
-    )
-    if case.key in ("mlp", "ae"):
-        x = x.flatten(1)
-    y = torch.randint(0, case.classes, (n,))
-    train = Split(x, y).to(device)
-    small = Split(x[:200], y[:200]).to(device)
-    augment = (lambda xb, g: pad_crop_flip(xb, 4, g)) if case.key.startswith("cnn") else None
+    return members if not case.conv else members[:1]
+
+
+# ------------------------------------------------------------------ the suite's trainer
+def suite_rate(
+    case: Case, device: torch.device, steps: int, warmup: int, extra: Sequence[str] = ()
+) -> float:
+    """Member-images/s of the suite's trainer over at least ``steps`` steps after ``warmup``.
+
+    Raises ``Diverged`` when every member diverged before the last timed step (the trainer stops
+    such a population); members that diverge alone leave the others' log points to time."""
+    batch = batch_size(case, device)
+    cfg = load_cfg(case, device.type, [f"train.batch_size={batch}", *extra])
+    members = timed_members(case, cfg)
+    # Log points (with their wall times) every `warmup` steps, the last at the end: the timed
+    # steps are a whole number of log intervals.
+    total = warmup * (1 + -(-steps // warmup))
+    split = synthetic_split(case, pool_size(batch, total))
+    train = split.to(device)
+    small = Split(split.x[: min(200, batch)], split.y[: min(200, batch)]).to(device)
     data = assemble.DataBundle(
         train,
         {"test": small},
         {},
         None,
-        augment,
+        augment_of(case),
         {"name": "synthetic", "official": False, "fingerprint": "-", "num_classes": case.classes},
     )
-    total = warmup + steps
     cfg.budget.max_steps = total
     cfg.train.act_every = None
     with tempfile.TemporaryDirectory() as tmp:
         trainer = assemble.build_trainer(cfg, members, data, device, Path(tmp))
-        # Log points (with their wall times) every `warmup` steps; evaluation and its checkpoint
-        # only at the end, after the last timed step, so that neither is timed.
+        # Evaluation and its checkpoint only at the start and the end, outside the timed steps.
         trainer.loop.log_every = warmup
         trainer.loop.eval_every = total
         trainer.loop.total_steps = total
         if trainer.run() == "interrupted":  # SIGINT / SIGTERM reached the trainer
             raise KeyboardInterrupt
-        records = [
-            line
-            for line in (Path(tmp) / "members" / members[0].id / "metrics.jsonl")
-            .read_text()
-            .splitlines()
-        ]
-    times = {r["step"]: r["wall_time"] for r in map(json.loads, records)}
-    seconds = times[total] - times[warmup]
-    rate = steps * case.batch * len(members) / seconds
-    sample = x[:2].to(device)
-    macs, first = count_macs(trainer.pop.eval(), sample)
-    return rate, (macs // (2 * len(members)), first // (2 * len(members)))
+        folders = [Path(tmp) / "members" / m.id for m in members]
+        times = log_times(folders)
+        if warmup not in times or total not in times:
+            why = divergence_note(folders, total) or f"the run stopped before step {total}"
+            raise Diverged(f"{why}: not timed")
+    return (total - warmup) * batch * len(members) / (times[total] - times[warmup])
+
+
+def model_macs(case: Case, device: torch.device) -> tuple[int, int]:
+    """(all, first-layer) MACs per member-image of the model's timed population."""
+    cfg = load_cfg(case, device.type)
+    members = timed_members(case, cfg)
+    pop = assemble.build_population(cfg, members, device, case.classes).eval()
+    macs, first = count_macs(pop, synthetic_split(case, 2).x.to(device))
+    return macs // (2 * len(members)), first // (2 * len(members))
+
+
+def log_times(folders: Sequence[Path]) -> dict[int, float]:
+    """{step: wall time} of the training log points with a finite loss, from every member that
+    logged one (all members of a population log the same wall time at a log point; a diverged
+    member stops there)."""
+    times: dict[int, float] = {}
+    for folder in folders:
+        path = folder / "metrics.jsonl"
+        if path.exists():
+            for record in map(json.loads, path.read_text().splitlines()):
+                if math.isfinite(record.get("train/loss", math.nan)):
+                    times.setdefault(record["step"], record["wall_time"])
+    return times
+
+
+def divergence_note(folders: Sequence[Path], total: int) -> str:
+    """'diverged (elu-s0 at iteration 36 of 40)' from the members' summaries; '' if none did."""
+    diverged = {}
+    for folder in folders:
+        path = folder / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        if summary.get("status") == "diverged":
+            diverged[folder.name] = summary.get("diverged_at_step")
+    if len(diverged) == 1:
+        (member, at), *_ = diverged.items()
+        return f"diverged ({member} at iteration {at} of {total})"
+    if diverged:
+        first = min(at for at in diverged.values() if at is not None)
+        return (
+            f"diverged ({len(diverged)} of {len(folders)} members, the first at iteration "
+            f"{first} of {total})"
+        )
+    return ""
+
+
+# ------------------------------------------------------------------ the bare training step
+@dataclass
+class StepRig:
+    """One population with its optimizer, stream and task: the trainer's step, nothing else."""
+
+    pop: nn.Module
+    opt: torch.optim.Optimizer
+    stream: TensorStream
+    task: object
+    autocast: bool = False
+
+    def run(self, start: int, steps: int) -> None:
+        """Steps start .. start + steps - 1: batch, forward, loss, backward, SGD, as
+        ``Trainer._train`` does them (its log accumulation aside)."""
+        amp = (
+            torch.autocast(self.stream.device.type, dtype=torch.bfloat16)
+            if self.autocast
+            else contextlib.nullcontext()
+        )
+        for step in range(start, start + steps):
+            if hasattr(self.pop, "seed_dropout"):
+                self.pop.seed_dropout(step)
+            x, y = self.stream.batch(step)
+            with amp:
+                out = self.pop(x)
+            losses = self.task.loss(out, x, y)
+            self.opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            self.opt.step()
+
+
+def step_rig(
+    cfg, case: Case, members: Sequence[MemberSpec], device: torch.device, split: Split, pop=None
+) -> StepRig:
+    """The trainer's step for ``members`` (or the given population) on device-resident data."""
+    pop = pop if pop is not None else assemble.build_population(cfg, members, device, case.classes)
+    if cfg.execution.channels_last:
+        pop.use_channels_last()
+    pop.train()
+    opt = _sgd(pop, cfg.optim.momentum, cfg.optim.weight_decay)
+    for group in opt.param_groups:
+        group["lr"] = cfg.optim.lr
+    stream = TensorStream(split, cfg.train.batch_size, [m.seed for m in members], augment_of(case))
+    model = cfg.model
+    task = build_task(
+        model.task,
+        top5=bool(model.get("top5", False)),
+        pixel_reduction=model.get("pixel_reduction", "mean"),
+    )
+    return StepRig(pop, opt, stream, task, autocast=bool(cfg.execution.bf16))
+
+
+def interleaved_step_times(
+    rigs: dict[str, StepRig], device: torch.device, steps: int, rounds: int
+) -> dict[str, float]:
+    """Seconds per step of each rig: one untimed block each, then ``rounds`` rounds of one timed
+    block of ``steps`` steps per rig in turn (all rigs see the same batches); the best block of
+    each, which shared-machine noise can only lengthen."""
+    best = {name: float("inf") for name in rigs}
+    for rig in rigs.values():
+        rig.run(0, steps)
+    for r in range(rounds):
+        for name, rig in rigs.items():
+            sync(device)
+            start = time.perf_counter()
+            rig.run((r + 1) * steps, steps)
+            sync(device)
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return best
+
+
+def unit_step_times(
+    case: Case, device: torch.device, steps: int, rounds: int, extra: Sequence[str] = ()
+) -> dict[str, float]:
+    """Seconds per training step of the paper population with every member's unit set to ELU,
+    and to ReLU (same seeds, learning rates, BN, data)."""
+    batch = batch_size(case, device)
+    cfg = load_cfg(case, device.type, [f"train.batch_size={batch}", *extra])
+    base = timed_members(case, cfg)
+    split = synthetic_split(case, pool_size(batch, (rounds + 1) * steps)).to(device)
+    rigs = {}
+    for unit in ("elu", "relu"):
+        members = [dataclasses.replace(m, activation=parse_activation(unit)) for m in base]
+        rigs[unit] = step_rig(cfg, case, members, device, split)
+    return interleaved_step_times(rigs, device, steps, rounds)
 
 
 def population_rates(
@@ -275,53 +492,30 @@ def population_rates(
 ) -> dict[str, float]:
     """Member-images/s of the first K members of a sweep chunk (seed-major, as
     ``population.max_members=K`` plans them: one seed, so one shared batch) trained as a
-    ``MemberList`` and as ``StackedConvNets``, with the trainer's step (stream batch, loss,
-    zero_grad, backward, SGD) in a loop here: the trainer builds MemberLists only."""
+    ``MemberList`` and as ``StackedConvNets``: the trainer builds MemberLists only."""
     cfg = load_cfg(case, device.type, (f"population.max_members={k}",))
     members = assemble.plan_chunks(cfg)[0][:k]
-    n = max(case.batch * (steps + warmup), 2000)
-    x, y = torch.randn(n, *case.image_shape), torch.randint(0, case.classes, (n,))
-    stream = TensorStream(
-        Split(x, y).to(device),
-        case.batch,
-        [m.seed for m in members],
-        lambda xb, g: pad_crop_flip(xb, 4, g),
-    )
-    task = build_task("classification")
+    split = synthetic_split(case, pool_size(case.batch, steps + warmup)).to(device)
     rates = {}
     for label in ("MemberList", "stacked"):
         pop = assemble.build_population(cfg, members, device, case.classes)
         if label == "stacked":
             pop = StackedConvNets(list(pop.member_nets()), [m.seed for m in members]).to(device)
-        if cfg.execution.channels_last:
-            pop.use_channels_last()
-        pop.train()
-        opt = _sgd(pop, cfg.optim.momentum, cfg.optim.weight_decay)
-        for group in opt.param_groups:
-            group["lr"] = cfg.optim.lr
-        start = None
-        for step in range(warmup + steps):
-            if step == warmup:
-                sync(device)
-                start = time.perf_counter()
-            if hasattr(pop, "seed_dropout"):
-                pop.seed_dropout(step)
-            xb, yb = stream.batch(step)
-            out = pop(xb)
-            losses = task.loss(out, xb, yb)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            opt.step()
+        rig = step_rig(cfg, case, members, device, split, pop)
+        rig.run(0, warmup)
+        sync(device)
+        start = time.perf_counter()
+        rig.run(warmup, steps)
         sync(device)
         rates[label] = steps * case.batch * k / (time.perf_counter() - start)
-        del pop, opt
+        del pop, rig
     return rates
 
 
 # ------------------------------------------------------------------ the reference
 def reference_model(case: Case) -> nn.Module:
     act = lambda: build_activation("elu")  # noqa: E731
-    if case.key in ("mlp", "ae"):
+    if not case.conv:
         sizes = (
             ([784] + [128] * 8 + [10])
             if case.key == "mlp"
@@ -356,7 +550,7 @@ class ArrayImages(VisionDataset):
 
 def reference_rate(case: Case, device: torch.device, steps: int, warmup: int) -> float:
     """Images/s of a plain loop: DataLoader + per-sample transforms, one model, fp32."""
-    if case.key.startswith("cnn"):
+    if case.conv:
         transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
     else:
         transform = T.ToTensor()
@@ -390,127 +584,101 @@ def reference_rate(case: Case, device: torch.device, steps: int, warmup: int) ->
     return steps * case.batch / (time.perf_counter() - start)
 
 
-# ------------------------------------------------------------------ report
-def fmt_time(seconds: float) -> str:
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", default="mlp,ae,cnn11,cnn18")
-    parser.add_argument("--quick", action="store_true", help="few steps: checks the script runs")
-    parser.add_argument("--out", default=None, help="default results/bench/<machine>.md")
-    parser.add_argument(
-        "--cnn-members",
-        default="1,2,4",
-        help="K values for the 11-layer CNN population comparison ('' to skip)",
-    )
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.set_float32_matmul_precision("highest")
-    if device.type == "cuda":
-        torch.backends.cudnn.allow_tf32 = False  # faithful fp32 first; TF32 is a flagged option
-        torch.backends.cudnn.benchmark = True
-    name = device_name(device)
-    # Steps per measurement, by model size.
-    steps = {"mlp": 300, "ae": 60, "cnn11": 40, "cnn18": 6}
-    if device.type == "cuda":
-        steps = {"mlp": 1000, "ae": 500, "cnn11": 200, "cnn18": 30}
-    if args.quick:
-        steps = {k: 2 for k in steps}
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
-    if device.type == "cpu":  # CPUs of one model name differ in vector units: say which
-        slug += "-" + cpu_isa()
-    out = Path(args.out) if args.out else REPO / "results" / "bench" / f"{slug}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    gemm = gemm_peak(device)
-    conv = conv_rate(device)
-    print(
-        f"fp32 GEMM peak here: {gemm:.0f} GFLOP/s (one 3x3 convolution: {conv:.0f} GFLOP/s)",
-        flush=True,
-    )
-    ks = [int(k) for k in args.cnn_members.split(",") if k.strip()]
-    try:
-        for case in (c for c in CASES if c.key in args.only.split(",")):
-            rows.append(measure(case, device, steps[case.key], args.quick, gemm))
-            if case.key == "cnn11" and ks:
-                rows[-1]["populations"] = measure_populations(
-                    case, device, steps[case.key], args.quick, ks
-                )
-            # partial results survive an interruption
-            out.write_text(report(rows, name, device, args.quick, gemm, conv))
-    except KeyboardInterrupt:
-        print("interrupted: the report holds the models measured so far")
-    out.write_text(report(rows, name, device, args.quick, gemm, conv))
-    print(f"\nwritten: {out}")
-
-
-def measure(case: Case, device: torch.device, n: int, quick: bool, peak: float) -> dict:
-    """Reference, suite (fp32) and, for the CNNs, the options that change the mathematics."""
-    warm = 3 if quick else max(2, n // 5)
-    ref = reference_rate(case, device, n, warm)
-    suite, (macs, first_macs) = suite_rate(case, device, n, warm)
-    # Training: forward, weight gradient and input gradient, 2 FLOP per MAC each; the first
-    # layer's input needs no gradient.
-    flops = 6 * macs - 2 * first_macs
-    row = {
-        "case": case,
-        "ref": ref,
-        "suite": suite,
-        "macs": macs,
-        "suite_gflops": suite * flops / 1e9,
-        # The protocol's arithmetic at this machine's large-GEMM rate: no fp32 trainer beats it.
-        "floor_s": case.protocol_images * flops / (peak * 1e9),
-    }
-    options = []
-    if case.key.startswith("cnn"):
-        options.append(("bf16", ("execution.bf16=true",)))
+# ------------------------------------------------------------------ one model
+def options(case: Case, device: torch.device) -> list[tuple[str, tuple[str, ...]]]:
+    """The options timed for a model, as (label, overrides): full trainer runs each."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    if case.key in ("cnn11", "cnn18"):
+        out.append(("bf16", ("execution.bf16=true",)))
         if device.type == "cuda":
-            options.insert(0, ("tf32", ("execution.tf32=true",)))
-    if device.type == "cuda":  # the whole forward and backward replayed as CUDA graphs
-        graphs = ("execution.compile=true", "execution.compile_mode=reduce-overhead")
-        options.append(("graphs", graphs))
-    for label, extra in options:
-        if label == "bf16" and not has_native_bf16(device):
-            row[label] = None  # emulated bf16 is tens of times slower: not worth the wait
-            continue
-        row[label], _ = suite_rate(case, device, n, warm, extra)
-    # Protocol time over floor = peak over the suite's rate: the two targets of issue 17.
-    row["x_floor"] = case.protocol_images / suite / row["floor_s"]
-    row["peak_share"] = row["suite_gflops"] / peak
-    line = (
-        f"{case.key:6s} reference {ref:10.0f} img/s | suite {suite:10.0f} img/s "
-        f"({suite / ref:5.2f}x) | {row['suite_gflops']:.0f} GFLOP/s = "
-        f"{100 * row['peak_share']:.0f}% of GEMM peak | protocol "
-        f"{fmt_time(case.protocol_images / suite)} = {row['x_floor']:.2f}x its floor "
-        f"({fmt_time(row['floor_s'])} at GEMM peak)"
+            out.append(("tf32", ("execution.tf32=true",)))
+        out.append(("nchw", ("execution.channels_last=false",)))
+    if device.type == "cuda" and case.key == "cnn11":  # forward and backward as CUDA graphs
+        out.append(("graphs", ("execution.compile=true", "execution.compile_mode=reduce-overhead")))
+    return out
+
+
+def measure(
+    case: Case,
+    device: torch.device,
+    n: int,
+    quick: bool,
+    peak: float,
+    unit_steps: int,
+    unit_rounds: int,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """Reference, suite (fp32), its options and ELU / ReLU step times of one model."""
+    warm = 3 if quick else max(2, n // 5)
+    row: dict = {"case": case, "batch": batch_size(case, device), "steps": n}
+    ref_steps = REFERENCE_STEPS_CUDA.get(case.key, n) if device.type == "cuda" and not quick else n
+    row["ref"] = (
+        attempt(lambda: reference_rate(case, device, ref_steps, max(2, ref_steps // 5)))
+        if case.reference
+        else None
     )
-    for label, _ in options:
-        if row.get(label):
-            line += (
-                f" | {label} {row[label]:.0f} img/s ({row[label] / ref:.2f}x reference, "
-                f"{row[label] / suite:.2f}x fp32)"
-            )
-        elif label in row:
-            line += f" | {label} skipped (no native bf16 here)"
-    print(line, flush=True)
+
+    def suite(extra: Sequence[str]) -> float:
+        return suite_rate(case, device, n, warm, [*overrides, *extra])
+
+    row["suite"] = attempt(lambda: suite(()))
+    row["options"] = {}
+    for label, extra in options(case, device):
+        if label == "bf16" and not has_native_bf16(device):
+            row["options"][label] = "skipped: no native bf16"  # emulated: tens of times slower
+            continue
+        row["options"][label] = attempt(lambda extra=extra: suite(extra))
+    row["units"] = (
+        attempt(lambda: unit_step_times(case, device, unit_steps, unit_rounds, overrides))
+        if unit_rounds
+        else None
+    )
+    macs = attempt(lambda: model_macs(case, device))
+    if isinstance(macs, tuple):
+        # Training: forward, weight gradient and input gradient, 2 FLOP per MAC each; the first
+        # layer's input needs no gradient.
+        row["macs"] = macs[0]
+        flops = 6 * macs[0] - 2 * macs[1]
+        # The protocol's arithmetic at this machine's large-GEMM rate: no fp32 trainer beats it.
+        row["floor_s"] = case.protocol_images * flops / (peak * 1e9)
+        if num(row["suite"]):
+            row["suite_gflops"] = row["suite"] * flops / 1e9
+            row["peak_share"] = row["suite_gflops"] / peak
+    print(summary_line(row), flush=True)
     return row
+
+
+def summary_line(row: dict) -> str:
+    case = row["case"]
+    parts = [f"{case.key:6s} reference {cell(row['ref'])} img/s", f"suite {cell(row['suite'])}"]
+    if num(row["suite"]) and num(row["ref"]):
+        parts[-1] += f" ({row['suite'] / row['ref']:.2f}x)"
+    if num(row["suite"]):
+        parts.append(f"protocol {fmt_time(case.protocol_images / row['suite'])}")
+    for label, value in row["options"].items():
+        parts.append(f"{label} {cell(value)}")
+    units = row["units"]
+    if isinstance(units, dict):
+        parts.append(f"ELU/ReLU step {units['elu'] / units['relu']:.3f}x")
+    elif units is not None:
+        parts.append(f"ELU/ReLU {units}")
+    return " | ".join(parts)
 
 
 def measure_populations(
     case: Case, device: torch.device, n: int, quick: bool, ks: list[int]
-) -> dict[int, dict[str, float]]:
+) -> dict[int, dict[str, float] | str]:
     """MemberList vs stacked population of K members, fp32, for each K."""
     warm = 1 if quick else max(2, n // 5)
-    out = {}
+    out: dict[int, dict[str, float] | str] = {}
     for k in ks:
-        rates = population_rates(case, device, k, n, warm)
+        try:
+            rates = population_rates(case, device, k, n, warm)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - reported in its row, the rest goes on
+            out[k] = f"failed: {type(err).__name__}: {one_line(err)[:160]}"
+            continue
         out[k] = rates
         print(
             f"{case.key:6s} K={k} members: one after another {rates['MemberList']:8.1f} "
@@ -521,122 +689,154 @@ def measure_populations(
     return out
 
 
-def report(rows, name: str, device: torch.device, quick: bool, gemm: float, conv: float) -> str:
-    peak = next((v for k, v in PEAKS.items() if k in name), None) if device.type == "cuda" else None
-    lines = [
-        f"# Benchmark: {name}",
-        "",
-        f"- command: `python scripts/bench.py{' --quick' if quick else ''} --device {device.type}`"
-        + (" (QUICK: too few steps to be accurate)" if quick else ""),
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"torch threads {torch.get_num_threads()}, native bf16: "
-        f"{'yes' if has_native_bf16(device) else 'no'}",
-        f"- torch {torch.__version__}, commit {git_commit()}, "
-        f"date {time.strftime('%Y-%m-%d %H:%M')}",
-        f"- fp32 GEMM peak measured here: {gemm:.0f} GFLOP/s (one large square product); the "
-        "'floor' column divides each protocol's training arithmetic by it; one large 3x3 "
-        f"convolution ran at {conv:.0f} GFLOP/s (on AMD CPUs MKL's sgemm path is slower than "
-        "oneDNN's AVX-512 convolutions, so a CNN may exceed 100 % of the GEMM peak)",
-        "- data: synthetic tensors of the real shapes (the timing does not depend on the values)",
-        "- reference: torchvision DataLoader, images served per sample as torchvision's MNIST / "
-        "CIFAR10 classes do (Image.fromarray + ToTensor; "
-        "RandomCrop(32, padding=4) + flip for the CNNs), one model, fp32, SGD",
-        "- suite: the trainer of `python -m elurepro.train`, device-resident data, populations "
-        "(15 MLPs, 16 autoencoders in lockstep), channels-last CNNs; fp32 unless a column says "
-        "otherwise (bf16 and tf32 change the mathematics and are off in the paper configs)",
-        "",
-        "| model | MAC/image | reference img/s | suite img/s | speed-up | suite GFLOP/s | "
-        "% of GEMM peak | full paper protocol (suite) | floor at GEMM peak | x floor | "
-        "protocol | bf16 img/s | tf32 img/s | CUDA graphs img/s |"
-        + (" suite TFLOP/s (fp32 peak %) |" if peak else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if peak else ""),
-    ]
+# ------------------------------------------------------------------ profile
+def profile_table(device: torch.device, steps: int) -> str:
+    """torch.profiler's table of the 11-layer CNN's training step (one member, the trainer's
+    step) in fp32, tf32 and bf16: where each precision's time goes."""
+    from torch.profiler import ProfilerActivity, profile
 
-    def option(r: dict, label: str) -> str:
-        if label not in r:
-            return "-"
-        if r[label] is None:
-            return "skipped: no native bf16"
-        return f"{r[label]:.0f} ({r[label] / r['ref']:.2f}x; {r[label] / r['suite']:.2f}x fp32)"
-
-    for r in rows:
-        c = r["case"]
-        cells = [
-            c.key,
-            f"{r['macs'] / 1e6:.2f} M",
-            f"{r['ref']:.0f}",
-            f"{r['suite']:.0f}",
-            f"{r['suite'] / r['ref']:.2f}x",
-            f"{r['suite_gflops']:.0f}",
-            f"{100 * r['peak_share']:.0f}%",
-            fmt_time(c.protocol_images / r["suite"]),
-            fmt_time(r["floor_s"]),
-            f"{r['x_floor']:.2f}x",
-            c.protocol_note,
-            option(r, "bf16"),
-            option(r, "tf32"),
-            option(r, "graphs"),
+    case = BY_KEY["cnn11"]
+    activities = [ProfilerActivity.CPU]
+    sort = "self_cpu_time_total"
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+        sort = "self_cuda_time_total"
+    out = [f"# Profile of the 11-layer CNN's training step, {device_name(device)}", ""]
+    for label, extra in (
+        ("fp32", ()),
+        ("tf32", ("execution.tf32=true",)),
+        ("bf16", ("execution.bf16=true",)),
+    ):
+        if label == "tf32" and device.type != "cuda":
+            continue
+        cfg = load_cfg(case, device.type, extra)
+        members = timed_members(case, cfg)
+        split = synthetic_split(case, pool_size(case.batch, 2 * steps)).to(device)
+        rig = step_rig(cfg, case, members, device, split)
+        with precision(device, tf32=label == "tf32"):
+            rig.run(0, steps)  # warm-up: cuDNN's autotuning, allocator
+            sync(device)
+            start = time.perf_counter()
+            with profile(activities=activities) as prof:
+                rig.run(steps, steps)
+                sync(device)
+            seconds = (time.perf_counter() - start) / steps
+        out += [
+            f"## {label}: {case.batch / seconds:.0f} images/s under the profiler ({steps} steps)",
+            "",
+            "```",
+            prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=70),
+            "```",
+            "",
         ]
-        if peak:
-            tflops = r["suite_gflops"] / 1e3
-            cells.append(f"{tflops:.2f} ({100 * tflops / peak['fp32']:.0f}%)")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Speed-up: suite images/s over reference images/s. For the MLP and the "
-        "autoencoder, suite images/s counts every member's images (the reference trains one "
-        "model, so 15 sequential reference runs take 15 times its per-run time). Protocol "
-        "times count training steps only (evaluation and activation monitoring add a few "
-        "per cent). Floor: the protocol's training arithmetic (forward, weight and input "
-        "gradients; 2 FLOP per MAC) at the measured GEMM peak, a bound no trainer whose time "
-        "goes to fp32 matrix products can beat here; x floor = protocol time / floor = GEMM "
-        "peak / suite rate. Convolutions may run faster than that peak (see the convolution "
-        "rate above), so a CNN can come in under its floor.",
-    ]
-    for r in rows:
-        if r.get("populations"):
-            lines += [
-                "",
-                f"{r['case'].key}, the first K members of a sweep chunk (one seed, shared batch), "
-                "fp32, member-images/s:",
-                "",
-                "| K | one net after another (MemberList) | stacked, grouped convs "
-                "(StackedConvNets) | stacked / MemberList |",
-                "|---|---|---|---|",
-            ]
-            for k, rates in r["populations"].items():
-                a, b = rates["MemberList"], rates["stacked"]
-                lines.append(f"| {k} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
-    lines += ["", "Targets of issue 17, as measured in this run:", ""]
-    lines += [f"- {line}" for line in target_lines(rows, peak)]
-    return "\n".join(lines) + "\n"
+        del rig
+    return "\n".join(out)
 
 
-def target_lines(rows: list[dict], gpu_peak: dict | None) -> list[str]:
-    """Each target of issue 17 against this run's numbers: met, or by how much it falls short."""
-    by = {r["case"].key: r for r in rows}
-    out = []
+@contextlib.contextmanager
+def precision(device: torch.device, tf32: bool) -> Iterator[None]:
+    """TF32 for cuDNN and matmuls inside, as the trainer sets it; faithful fp32 after."""
+    if device.type != "cuda":
+        yield
+        return
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 
-    def verdict(name: str, value: float, target: float, better: str, unit: str) -> None:
-        met = value <= target if better == "lower" else value >= target
-        how = "met" if met else f"short by {abs(value / target - 1) * 100:.0f} %"
-        out.append(f"{name}: {value:{unit}} (target {'≤' if better == 'lower' else '≥'} "
-                   f"{target:{unit}}): {how}")  # fmt: skip
 
-    if "mlp" in by:
-        verdict("MNIST MLP protocol / its floor", by["mlp"]["x_floor"], 1.6, "lower", ".2f")
-    if "ae" in by:
-        verdict("autoencoder protocol / its floor", by["ae"]["x_floor"], 1.3, "lower", ".2f")
-    if "cnn11" in by:
-        r = by["cnn11"]
-        if gpu_peak:
-            share = r["suite_gflops"] / 1e3 / gpu_peak["fp32"]
-            verdict("11-layer CNN, share of the card's fp32 peak", share, 0.45, "higher", ".0%")
-        else:
-            verdict("11-layer CNN, share of the GEMM peak", r["peak_share"], 0.75, "higher", ".0%")
-        if r.get("bf16"):
-            verdict("11-layer CNN, bf16 / fp32", r["bf16"] / r["suite"], 1.8, "higher", ".2f")
-    return out
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--only", default="mlp,ae,cnn11,cnn18,spp", help="models, measured in the order given"
+    )
+    parser.add_argument("--quick", action="store_true", help="few steps: checks the script runs")
+    parser.add_argument("--out", default=None, help="default results/bench/<machine>.md")
+    parser.add_argument(
+        "--cnn-members",
+        default="1,2,4",
+        help="K values for the 11-layer CNN population comparison ('' to skip)",
+    )
+    parser.add_argument(
+        "--unit-rounds",
+        type=int,
+        default=3,
+        help="timed rounds of the ELU / ReLU comparison (0 to skip)",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every model's runs (repeatable), e.g. optim.lr=0.1",
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="write the 11-layer CNN's step profile there, only"
+    )
+    args = parser.parse_args(argv)
+    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)} in --only; known: {', '.join(BY_KEY)}")
+    device = torch.device(args.device)
+    torch.set_float32_matmul_precision("highest")
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False  # faithful fp32 first; TF32 is a flagged option
+        torch.backends.cudnn.benchmark = True
+    if args.profile:
+        Path(args.profile).write_text(profile_table(device, 3 if args.quick else 20))
+        print(f"written: {args.profile}")
+        return
+    name = device_name(device)
+    steps = dict(STEPS[device.type])
+    unit_steps = dict(UNIT_STEPS[device.type])
+    rounds = args.unit_rounds
+    if args.quick:
+        steps = {k: 2 for k in steps}
+        unit_steps = {k: 1 for k in steps}
+        rounds = min(rounds, 1)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    if device.type == "cpu":  # CPUs of one model name differ in vector units: say which
+        slug += "-" + cpu_isa()
+    out = Path(args.out) if args.out else REPO / "results" / "bench" / f"{slug}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])])
+    rows: list[dict] = []
+    gemm = gemm_peak(device)
+    conv = conv_rate(device)
+    print(
+        f"fp32 GEMM peak here: {gemm:.0f} GFLOP/s (one 3x3 convolution: {conv:.0f} GFLOP/s)",
+        flush=True,
+    )
+    ks = [int(k) for k in args.cnn_members.split(",") if k.strip()]
+    meta = {"name": name, "device": device, "quick": args.quick, "gemm": gemm, "conv": conv}
+    meta["command"] = command
+    try:
+        for key in keys:
+            case = BY_KEY[key]
+            rows.append(
+                measure(
+                    case,
+                    device,
+                    steps[key],
+                    args.quick,
+                    gemm,
+                    unit_steps[key],
+                    rounds,
+                    args.override,
+                )
+            )
+            if key == "cnn11" and ks:
+                rows[-1]["populations"] = measure_populations(
+                    case, device, max(2, steps[key] // 2), args.quick, ks
+                )
+            out.write_text(report(rows, meta))  # partial results survive a time limit
+    except KeyboardInterrupt:
+        print("interrupted: the report holds the models measured so far")
+    out.write_text(report(rows, meta))
+    print(f"\nwritten: {out}")
 
 
 if __name__ == "__main__":

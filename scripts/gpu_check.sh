@@ -1,40 +1,83 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (about 7 minutes on one H100/H200, `make bench-gpu`):
-#  1. `scripts/bench.py --device cuda`: every paper model (the 18-layer net included) against the
-#     reference loop, fp32 and with tf32, bf16 and CUDA graphs (torch.compile reduce-overhead);
-#  2. what tf32 and bf16 do to results: mnist_meanact (ELU, ReLU, LReLU, 5 seeds) in fp32, tf32
-#     and bf16 with the same seeds, 3,000 iterations each, then the leaderboard of the three
-#     sweeps side by side (python -m elurepro.leaderboard; each precision is its own sweep and is
-#     labelled; none is merged with another).
-# Each step has a time limit so that partial results still come back. Where the suite is not
-# installed (a lent GPU machine), it uses, next to the checkout (not committed):
-#   .devsite/  pure-Python packages the GPU machine lacks (hydra, omegaconf, antlr4)
-#   .devdata/MNIST/raw/  the four MNIST IDX files (unless ELUREPRO_DATA is set)
-# and writes everything under $OUT (default ./gpu-out).
+# `make bench-gpu`: issue 25's GPU measurements in one script, within BUDGET_S seconds (default
+# 480: 8 minutes on one H200). Each step has a share of the budget (plus what earlier steps left
+# unused), so a slow or hanging step costs only its share; a diverged member is reported by the
+# step that met it, and a failed step is logged and the next one runs. In order:
+#   bench.md      scripts/bench.py --device cuda: every model (11-layer first) against the
+#                 reference; bf16, tf32, channels first, CUDA graphs; ELU against ReLU
+#   e2e.md        scripts/bench_e2e.py: `python -m elurepro.train` on the 11-layer config end to
+#                 end (eager and CUDA graphs, 2000 iterations, synthetic CIFAR-100 files) against
+#                 the bench's step rate
+#   profile.md    the 11-layer step under torch.profiler in fp32, tf32 and bf16
+#   learns-*.md   python -m elurepro.learns on the CNN configs for LEARNS_STEPS iterations
+# plus gpu_check.log (everything printed, the environment first): at most 8 files in $OUT
+# (default ./gpu-out), what a lent machine sends back; runs and caches go to a temporary folder.
+# On a lent machine without the suite's pure-Python dependencies or data, run
+# `python scripts/gpu_payload.py` here first: it builds .devsite/ and .devdata/, which this
+# script uses when present, and prints the device call that carries them.
 set -u
 OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/.devsite:$PWD" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-export ELUREPRO_DATA="${ELUREPRO_DATA:-$PWD/.devdata}"
-export ELUREPRO_CACHE="${ELUREPRO_CACHE:-/tmp/elurepro-cache}"
+BUDGET_S=${BUDGET_S:-480}
+MIN_STEP_S=${MIN_STEP_S:-10}  # a step with less left than this is skipped
+LEARNS_STEPS=${LEARNS_STEPS:-300}
 PY=${PY:-python3}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONPATH="$PWD/.devsite:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+if [ -z "${ELUREPRO_DATA:-}" ] && [ -d .devdata ]; then export ELUREPRO_DATA="$PWD/.devdata"; fi
+export ELUREPRO_CACHE="$WORK/cache" ELUREPRO_RUNS="$WORK/runs"
+start=$(date +%s)
+planned=0  # percent of the budget given out so far
+
+# step <name> <percent of the budget> <command...>: the command, stopped when the steps so far
+# have used their shares in all: time an earlier step left unused goes to the next ones.
+step() {
+  local name=$1
+  planned=$((planned + $2))
+  shift 2
+  local limit=$((start + BUDGET_S * planned / 100 - $(date +%s)))
+  if ((limit < MIN_STEP_S)); then
+    echo "== $name: skipped (${limit} s left of its share of the $BUDGET_S s budget)"
+    return
+  fi
+  echo "== $name (limit $limit s): $*"
+  local began rc
+  began=$(date +%s)
+  timeout -k 5 "$limit" "$@"
+  rc=$?
+  if ((rc == 124 || rc == 137)); then
+    echo "== $name: stopped at its $limit s limit; what it wrote so far is kept"
+  else
+    echo "== $name: exit status $rc after $(($(date +%s) - began)) s"
+  fi
+}
+
 {
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())"
+  echo "== environment"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  $PY -c "import torch, torchvision as tv; print('torch', torch.__version__, 'torchvision', \
+tv.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
   echo "commit ${ELUREPRO_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
-} 2>&1 | tee "$OUT/env.txt"
-timeout "${BENCH_S:-240}" $PY scripts/bench.py --device cuda --out "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log"
-for precision in fp32 tf32 bf16; do
-  case $precision in
-    fp32) flags=() ;;
-    tf32) flags=(execution.tf32=true) ;;
-    bf16) flags=(execution.bf16=true) ;;
-  esac
-  timeout "${PRECISION_S:-50}" $PY -m elurepro.train experiment=mnist_meanact budget=short \
-    budget.max_steps=3000 runs_dir="$OUT/runs" progress=false "${flags[@]}" 2>&1 \
-    | tee "$OUT/mnist-$precision.log"
-done
-timeout 60 $PY -m elurepro.leaderboard "$OUT/runs" --out "$OUT/precision" 2>&1 | tee "$OUT/precision.log"
-tar czf "$OUT/runs.tgz" --exclude='checkpoint*.pt' -C "$OUT" runs
-rm -rf "$OUT/runs"
-ls -la "$OUT"
+  echo "data: ${ELUREPRO_DATA:-none}; budget $BUDGET_S s"
+  step bench 42 $PY scripts/bench.py --device cuda --only cnn11,cnn18,spp,mlp,ae \
+    --cnn-members 1,2,4 --out "$OUT/bench.md"
+  step e2e 25 $PY scripts/bench_e2e.py --device cuda --only cnn11 --steps 2000 \
+    --synthetic-data --out "$OUT/e2e.md"
+  step profile 7 $PY scripts/bench.py --device cuda --profile "$OUT/profile.md"
+  if $PY -c "import importlib.util as u, sys; sys.exit(u.find_spec('elurepro.learns') is None)"; then
+    for run in cnn11:cifar100_11layer:9 cnn18:cifar_18layer:9 spp:imagenet_15layer_spp:8; do
+      IFS=: read -r key experiment share <<<"$run"
+      # shellcheck disable=SC2086  # LEARNS_ARGS: extra flags, split on purpose
+      step "learns-$key" "$share" $PY -m elurepro.learns --steps "$LEARNS_STEPS" --device cuda \
+        --only "$experiment" --out "$OUT/learns-$key.md" ${LEARNS_ARGS:-}
+    done
+  else
+    echo "== learns: elurepro.learns is not there yet: skipped"
+  fi
+  echo "== files in $OUT (at most 8 come back):"
+  ls -la "$OUT"
+  if (($(find "$OUT" -type f | wc -l) > 8)); then
+    echo "warning: more than 8 files in $OUT with this log: some will not come back"
+  fi
+} 2>&1 | tee "$OUT/gpu_check.log"

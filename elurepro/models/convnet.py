@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from elurepro.activations import SReLU
+from elurepro.activations import ELU, SReLU
 from elurepro.errors import ConfigError
 from elurepro.monitor import Probe
 
@@ -259,7 +259,7 @@ def non_decreasing(act: nn.Module) -> bool:
     kind = type(act)
     if kind is nn.LeakyReLU:
         return act.negative_slope >= 0
-    if kind in (nn.ELU, nn.CELU):
+    if kind in (nn.ELU, ELU, nn.CELU):
         return act.alpha >= 0
     return kind in (nn.ReLU, nn.SELU, SReLU)
 

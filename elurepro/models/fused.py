@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from elurepro.activations import SReLU
+from elurepro.activations import ELU, SReLU
 
 Tensor = torch.Tensor
 
@@ -44,13 +44,14 @@ def pointwise_kernels(act: nn.Module) -> PointwiseKernels | None:
     a subclass may compute something else); None for any other module."""
     kind = type(act)
     aten = torch.ops.aten
-    if kind is nn.ELU and not act.inplace:
-        alpha = act.alpha
-        # F.elu -> aten.elu(z, alpha, 1, 1); its autograd -> elu_backward(..., is_result=False, z)
+    if kind in (nn.ELU, ELU) and not act.inplace:
+        alpha, from_output = act.alpha, kind is ELU
+        # F.elu -> aten.elu(z, alpha, 1, 1); its autograd -> elu_backward(..., is_result=False, z),
+        # the suite's ELU's -> elu_backward(..., is_result=True, h)
         return PointwiseKernels(
             lambda z, out: aten.elu.out(z, alpha, 1, 1, out=out),
             lambda g, z, h, out: aten.elu_backward.grad_input(
-                g, alpha, 1, 1, False, z, grad_input=out
+                g, alpha, 1, 1, from_output, h if from_output else z, grad_input=out
             ),
         )
     if kind is nn.ReLU and not act.inplace:
