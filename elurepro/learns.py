@@ -47,7 +47,7 @@ from elurepro.errors import ElureproError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 START_FACTOR = 1.5
-MARGIN = 0.02
+MARGIN = 0.01
 
 
 @dataclass(frozen=True)
