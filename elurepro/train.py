@@ -160,6 +160,11 @@ def cli() -> None:
         line = composition_error(err, sys.argv[1:], Path(__file__).parent / CONFIG_PATH)
         print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        # Called in-process (tests), the setting must not leak into later commands' environment:
+        # they would take it for a user's request of the full trace.
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 if __name__ == "__main__":
