@@ -40,6 +40,7 @@ def test_18layer_phases_and_their_scaling():
     assert short.optim.lr.boundaries == [3500]
 
 
+@pytest.mark.slow  # about a minute or more: whitens CIFAR, trains the 11-layer net
 def test_cifar_smoke_run_pairs_initial_weights(tmp_path):
     write_cifar10(tmp_path / "data")
     cfg = load_config(
@@ -75,6 +76,7 @@ def test_cifar_smoke_run_pairs_initial_weights(tmp_path):
     assert summary["member"]["batchnorm"] is True and "test/error" in summary["final"]
 
 
+@pytest.mark.slow  # about a minute or more: whitens CIFAR, trains the 11-layer net
 def test_smoke_command_on_the_shared_lossy_cifar10(shared_data, tmp_path):
     """The issue's check: `python -m elurepro.train experiment=cifar100_11layer data=cifar10
     budget=smoke` trains on the shared copy from an empty runs folder (one member here, to keep
