@@ -170,6 +170,7 @@ def test_bad_input_is_one_clear_line(override, message, mnist_root, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # ~30 s idle; the default suite trains real MNIST in test_learns.py
 def test_short_run_on_real_mnist_keeps_elu_median_closest_to_zero(shared_data, tmp_path):
     cfg = load_config(
         "experiment=mnist_meanact",
