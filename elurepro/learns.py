@@ -174,7 +174,6 @@ def compose_case(
         f"data={case.data}",
         "budget=learns",
         f"budget.stop_after={steps}",
-        "train.log_every=1" if _step_unit(case) else "train.log_every=1e-9",
         f"device={device}",
         f"runs_dir={runs}",
         "progress=false",
@@ -189,12 +188,11 @@ def compose_case(
             )
         overrides.append(f"data.root={data_root / case.data_folder}")
     with initialize_config_dir(str(CONFIGS), version_base=None):
-        return compose("train", overrides)
-
-
-def _step_unit(case: Case) -> bool:
-    with initialize_config_dir(str(CONFIGS), version_base=None):
-        return compose("train", [f"experiment={case.experiment}"]).train.unit == "step"
+        cfg = compose("train", overrides)
+    # A training log point every step; in epoch units any interval below one step rounds up to
+    # one step (plan_steps).
+    cfg.train.log_every = 1 if cfg.train.unit == "step" else 1e-9
+    return cfg
 
 
 def check(
