@@ -257,13 +257,19 @@ def _steps_taking(seconds: float, local: dict[str, dict]) -> int:
 def test_an_array_job_at_its_time_limit_is_requeued_and_resumes(
     slurm, mnist_root: Path, tmp_path: Path, local_sweep
 ) -> None:
-    """A one-minute limit, the requeue signal 50 s before it: Slurm signals the job at its first
-    time-limit check (these come every 30 s), submitit requeues it, and the requeued job resumes
-    from the last checkpoint (one every 3 s here). The population trains for about 120 s at the
-    rate measured in the local sweep (which may have run under other load, so the job may be
-    twice as fast), so the signal cannot miss it; a local run of it is the reference."""
+    """A two-minute limit and the requeue signal asked for 60 s before it. Slurm checks time
+    limits every 30 s and signals a job once its time left is under the signal's lead plus that
+    period (so that the signal is never late), here between 30 s and 60 s into the job: never
+    while Python is still starting and submitit has no handler yet (a lead of 50 s on a one-minute
+    limit signalled at the first check, and a USR2 then kills the job). submitit requeues the job,
+    and the requeued job resumes from the last checkpoint (one every 3 s here). The population
+    trains for about 120 s at the rate measured in the local sweep (the job may run up to twice
+    as fast if the sweep ran under other load, and still outlasts the signal); ``budget.scale``
+    lengthens the schedule so that the smoke subset's 300 MNIST epochs do not end it first. A
+    local run of it is the reference."""
     pair = [
         f"budget.max_steps={_steps_taking(120, local_sweep)}",
+        "budget.scale=1000",
         "budget.max_seeds=1",
         "members.activations=[elu,relu]",
         "train.checkpoint_minutes=0.05",
@@ -274,8 +280,8 @@ def test_an_array_job_at_its_time_limit_is_requeued_and_resumes(
         "slurm_array",
         "worker=0",
         ONE_CPU,
-        "hydra.launcher.timeout_min=1",
-        "hydra.launcher.signal_delay_s=50",
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=60",
         "hydra.launcher.max_num_timeout=20",
     )
     proc = _run([*_command(runs, mnist_root, *pair), *limit], slurm, tmp_path)
