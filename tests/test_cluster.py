@@ -70,6 +70,17 @@ def test_auto_fits_the_partition(partition: str, tasks, want) -> None:
     assert tuple(fitted[k] for k in got) == want and fitted["partition"] == partition
 
 
+@pytest.mark.parametrize("timeout,lead,ok", [(2, 60, True), (1, 50, False), (2, 61, False)])
+def test_a_requeue_signal_that_could_come_at_the_jobs_start_is_refused(timeout, lead, ok) -> None:
+    """Slurm may signal as early as the time limit less the lead less its 30 s check period."""
+    params = {**AUTO, "tasks_per_node": 1, "timeout_min": timeout, "signal_delay_s": lead}
+    if ok:
+        assert fit(params, parse_sinfo(SINFO, "cpu"))["signal_delay_s"] == lead
+    else:
+        with pytest.raises(LaunchError, match="raise timeout_min or lower signal_delay_s"):
+            fit(params, parse_sinfo(SINFO, "cpu"))
+
+
 @pytest.mark.parametrize(
     "override,words",
     [

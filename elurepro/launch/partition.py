@@ -133,6 +133,27 @@ def _count(params: dict, key: str, minimum: int) -> int | str | None:
     return value
 
 
+# slurmctld checks time limits every 30 s and sends a job's warning signal once its time left is
+# under the signal's lead plus that period, so that the signal is never late.
+SLURM_CHECK_S = 30
+# A signal before Python has started and submitit has installed its handler kills the job.
+STARTUP_S = 30
+
+
+def _check_signal_lead(timeout_min: int, signal_delay_s: int | None) -> None:
+    if not signal_delay_s:
+        return
+    earliest = timeout_min * 60 - signal_delay_s - SLURM_CHECK_S
+    if earliest < STARTUP_S:
+        raise LaunchError(
+            f"hydra.launcher.signal_delay_s={signal_delay_s} on timeout_min={timeout_min}: Slurm "
+            f"may send the requeue signal {max(earliest, 0)} s into the job (it signals once the "
+            f"time left is under the lead plus its {SLURM_CHECK_S} s check period), before the "
+            "job can catch it; raise timeout_min or lower signal_delay_s to at most "
+            f"{timeout_min * 60 - SLURM_CHECK_S - STARTUP_S}"
+        )
+
+
 def fit(params: dict, partition: Partition) -> dict:
     """``params`` with every ``auto`` replaced by what the partition's nodes give, after
     checking that some node can run the request; the partition named explicitly."""
@@ -178,6 +199,7 @@ def fit(params: dict, partition: Partition) -> dict:
             f"({partition.max_time_min} min); set it to at most that (or auto): a job that "
             "reaches it is requeued and resumes from its checkpoint"
         )
+    _check_signal_lead(timeout, params.get("signal_delay_s"))
     return {
         **params,
         "partition": partition.name,
