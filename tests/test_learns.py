@@ -98,9 +98,6 @@ PLATEAU = pytest.mark.xfail(
     strict=True, reason="18-layer net on a plateau at ln C for its first 60 iterations"
 )
 
-# Known: the SPP net keeps He init and starts at 2.7 x ln C on Tiny ImageNet (then learns).
-HE_START = pytest.mark.xfail(strict=True, reason="SPP net under He init starts at 2.7 x ln C")
-
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*LOSSY")
@@ -109,7 +106,7 @@ HE_START = pytest.mark.xfail(strict=True, reason="SPP net under He init starts a
     [
         "cifar100_11layer",
         pytest.param("cifar_18layer", marks=PLATEAU),
-        pytest.param("imagenet_15layer_spp", marks=HE_START),
+        "imagenet_15layer_spp",
     ],
 )
 def test_cnn_protocols_learn(experiment, shared_data, tmp_path):

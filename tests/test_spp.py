@@ -124,6 +124,30 @@ def test_he_init_and_zero_biases() -> None:
     assert fc1.std().item() == pytest.approx(math.sqrt(2 / fc1.shape[1]), rel=0.03)
 
 
+def test_classifier_gain_sets_only_the_class_score_layer_and_starts_nearer_ln_c() -> None:
+    torch.manual_seed(0)
+    wide = {**SMALL, "fc": (512, 512)}
+    he = SPPNet(activation=activation_factory("elu"), num_classes=10, input_size=128, **wide)
+    torch.manual_seed(0)
+    net = SPPNet(
+        activation=activation_factory("elu"),
+        num_classes=10,
+        input_size=128,
+        classifier_gain=0.4,
+        **wide,
+    )
+    assert net.classifier.out.weight.std().item() == pytest.approx(math.sqrt(0.4 / 512), rel=0.05)
+    for (name, a), b in zip(he.state_dict().items(), net.state_dict().values(), strict=True):
+        assert name == "classifier.out.weight" or torch.equal(a, b), name
+    x, y = torch.randn(32, 3, 128, 128), torch.randint(0, 10, (32,))
+    he.eval(), net.eval()
+    with torch.no_grad():
+        start, start_he = F.cross_entropy(net(x), y).item(), F.cross_entropy(he(x), y).item()
+    assert abs(start - math.log(10)) < abs(start_he - math.log(10))
+    with pytest.raises(ConfigError, match="classifier_gain"):
+        SPPNet(activation=activation_factory("elu"), classifier_gain=0.0, **SMALL)
+
+
 @pytest.mark.parametrize(
     ("size", "layer"), [(56, "'spp'"), (10, "'pool3'"), (3, "'pool1'"), (1, "'stack1.conv1'")]
 )

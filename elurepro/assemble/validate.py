@@ -305,6 +305,7 @@ MODEL: dict[str, dict[str, Check]] = {
         "pool_before_spp": boolean,
         "fc": items(integer(1), _INTS),
         "fc_dropout": PROBABILITY,
+        "classifier_gain": number(0.0, low_open=True, null="He like every other layer"),
     },
 }
 _TASK: dict[str, Check] = {

@@ -59,6 +59,8 @@ class SPPNet(nn.Module):
     ``Probe`` follows every activation, and dropout follows the probes of the hidden FC layers.
     ``pool_before_spp=False`` drops the pooling after the last stack (SPP replaces it).
     ``input_size`` is only used to check at construction that every layer gets a map big enough.
+    Every weight is He normal, N(0, 2/fan_in), except the class-score layer's, N(0,
+    classifier_gain/fan_in), when ``classifier_gain`` is set.
     """
 
     def __init__(
@@ -73,8 +75,11 @@ class SPPNet(nn.Module):
         num_classes: int = 1000,
         in_channels: int = 3,
         input_size: int = 224,
+        classifier_gain: float | None = None,
     ) -> None:
         super().__init__()
+        if classifier_gain is not None and not classifier_gain > 0:
+            raise ConfigError(f"classifier_gain={classifier_gain!r}: expected a number > 0 or null")
         if not callable(activation):
             raise ConfigError("SPPNet needs activation= a zero-argument constructor of a module")
         conv1 = _ints("conv1", conv1, 4, "(channels, kernel, stride, pad)")
@@ -129,6 +134,9 @@ class SPPNet(nn.Module):
         head["out"] = nn.Linear(width, num_classes)  # no activation: softmax is in the loss (U5)
         self.classifier = nn.Sequential(head)
         he_init_(self)
+        if classifier_gain is not None:  # U29: class scores near 0 at the start, loss near ln C
+            out = head["out"].weight
+            nn.init.normal_(out, std=math.sqrt(classifier_gain / out.shape[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.spp(self.features(x)))

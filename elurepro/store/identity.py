@@ -64,6 +64,7 @@ ADDED_LATER: dict[tuple[str, str], Any] = {
     ("model", "init_fan"): "fan_in",
     ("model", "init_gain"): 2.0,
     ("model", "score_pool"): "max",
+    ("model", "classifier_gain"): None,
 }
 
 
