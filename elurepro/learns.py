@@ -41,9 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from elurepro.errors import ElureproError
+from elurepro.hydra_errors import composition_error
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 START_FACTOR = 1.5
@@ -189,8 +191,12 @@ def compose_case(
                 "(an ImageFolder layout: train/<class>/, val/<class>/)"
             )
         overrides.append(f"data.root={data_root / case.data_folder}")
-    with initialize_config_dir(str(CONFIGS), version_base=None):
-        cfg = compose("train", overrides)
+    try:
+        with initialize_config_dir(str(CONFIGS), version_base=None):
+            cfg = compose("train", overrides)
+    except HydraException as err:  # a --set Hydra refuses: one line, as the train command says it
+        line = composition_error(err, overrides, CONFIGS)
+        raise ElureproError(f"{case.experiment}: {line}") from None
     # A training log point every step; in epoch units any interval below one step rounds up to
     # one step (plan_steps).
     cfg.train.log_every = 1 if cfg.train.unit == "step" else 1e-9
