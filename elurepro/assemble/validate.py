@@ -305,7 +305,8 @@ MODEL: dict[str, dict[str, Check]] = {
         "pool_before_spp": boolean,
         "fc": items(integer(1), _INTS),
         "fc_dropout": PROBABILITY,
-        "classifier_gain": number(0.0, low_open=True, null="He like every other layer"),
+        "init_gain": POSITIVE,
+        "classifier_gain": number(0.0, low_open=True, null="init_gain like every other layer"),
     },
 }
 _TASK: dict[str, Check] = {

@@ -42,11 +42,11 @@ class SpatialPyramidPool(nn.Module):
         return f"levels={self.levels}"
 
 
-def he_init_(module: nn.Module) -> None:
-    """He normal weights (std sqrt(2/fan_in), U3) and zero biases on every conv and linear."""
+def init_(module: nn.Module, gain: float = 2.0) -> None:
+    """N(0, gain/fan_in) weights (2: He normal, U3) and zero biases on every conv and linear."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.normal_(m.weight, std=math.sqrt(gain / m.weight[0].numel()))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -59,7 +59,7 @@ class SPPNet(nn.Module):
     ``Probe`` follows every activation, and dropout follows the probes of the hidden FC layers.
     ``pool_before_spp=False`` drops the pooling after the last stack (SPP replaces it).
     ``input_size`` is only used to check at construction that every layer gets a map big enough.
-    Every weight is He normal, N(0, 2/fan_in), except the class-score layer's, N(0,
+    Every weight is N(0, init_gain/fan_in) (2: He normal), except the class-score layer's, N(0,
     classifier_gain/fan_in), when ``classifier_gain`` is set.
     """
 
@@ -75,9 +75,12 @@ class SPPNet(nn.Module):
         num_classes: int = 1000,
         in_channels: int = 3,
         input_size: int = 224,
+        init_gain: float = 2.0,
         classifier_gain: float | None = None,
     ) -> None:
         super().__init__()
+        if not init_gain > 0:
+            raise ConfigError(f"init_gain={init_gain!r}: expected a number > 0 (U3)")
         if classifier_gain is not None and not classifier_gain > 0:
             raise ConfigError(f"classifier_gain={classifier_gain!r}: expected a number > 0 or null")
         if not callable(activation):
@@ -133,7 +136,7 @@ class SPPNet(nn.Module):
             width = int(hidden)
         head["out"] = nn.Linear(width, num_classes)  # no activation: softmax is in the loss (U5)
         self.classifier = nn.Sequential(head)
-        he_init_(self)
+        init_(self, init_gain)
         if classifier_gain is not None:  # U29: class scores near 0 at the start, loss near ln C
             out = head["out"].weight
             nn.init.normal_(out, std=math.sqrt(classifier_gain / out.shape[1]))
