@@ -27,6 +27,7 @@ from torch import nn
 
 from elurepro.activations import ELU, SReLU
 from elurepro.errors import ConfigError
+from elurepro.models.init import normal_fan_
 from elurepro.monitor import Probe
 
 # convention -> (padding of even kernels, ceil-mode pooling)
@@ -410,20 +411,11 @@ class StackConvNet(nn.Module):
         """The per-layer shape table (see ``layer_shapes``) with parameter and MAC totals."""
         return format_layer_table(self.shapes)
 
-    @torch.no_grad()
     def _init_weights(self) -> None:
         # N(0, gain / fan): He is (fan_in, 2); the one public reimplementation uses (fan_out, 1).
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                std = math.sqrt(self.init_gain / init_fan_of(module, self.init_fan))
-                nn.init.normal_(module.weight, 0.0, std)
-                nn.init.zeros_(module.bias)
-
-
-def init_fan_of(conv: nn.Conv2d, fan: str) -> int:
-    """k*k*C_in ("fan_in") or k*k*C_out ("fan_out") of a conv layer."""
-    k = conv.kernel_size[0] * conv.kernel_size[1]
-    return k * (conv.in_channels if fan == "fan_in" else conv.out_channels)
+                normal_fan_(module, self.init_gain, self.init_fan)
 
 
 def _parse_stacks(stacks: Sequence[str | Sequence[str]]) -> list[list[LayerSpec]]:

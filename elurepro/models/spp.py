@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elurepro.errors import ConfigError
+from elurepro.models.init import normal_fan_
 from elurepro.monitor import Probe
 
 
@@ -40,15 +41,6 @@ class SpatialPyramidPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"
-
-
-def init_(module: nn.Module, gain: float = 2.0) -> None:
-    """N(0, gain/fan_in) weights (2: He normal, U3) and zero biases on every conv and linear."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, std=math.sqrt(gain / m.weight[0].numel()))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 class SPPNet(nn.Module):
@@ -136,10 +128,11 @@ class SPPNet(nn.Module):
             width = int(hidden)
         head["out"] = nn.Linear(width, num_classes)  # no activation: softmax is in the loss (U5)
         self.classifier = nn.Sequential(head)
-        init_(self, init_gain)
-        if classifier_gain is not None:  # U29: class scores near 0 at the start, loss near ln C
-            out = head["out"].weight
-            nn.init.normal_(out, std=math.sqrt(classifier_gain / out.shape[1]))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                normal_fan_(m, init_gain)
+        if classifier_gain is not None:  # U29: the class-score layer's own scale
+            normal_fan_(head["out"], classifier_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.spp(self.features(x)))
