@@ -44,6 +44,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
+from elurepro.analysis.collect import load_member
 from elurepro.errors import ElureproError
 from elurepro.hydra_errors import composition_error
 
@@ -225,14 +226,12 @@ def check(
         raise ElureproError(f"{case.experiment}: training stopped with status {code}")
     verdicts = []
     for summary in sorted((runs / case.experiment).rglob("summary.json")):
-        lines = (summary.parent / "metrics.jsonl").read_text().splitlines()
-        records = [json.loads(x) for x in lines if x.strip()]
+        run = load_member(summary.parent)
         sweep = json.loads((summary.parents[2] / "sweep.json").read_text())
         reference = zero_output_loss(cfg, sweep["data"].get("num_classes"))
         member = str(summary.parent.relative_to(summary.parents[2]))
-        info = json.loads(summary.read_text())
         lr = float(cfg.optim.lr)
-        verdict = judge(case.experiment, member, records, info, reference, lr)
+        verdict = judge(case.experiment, member, run.records, run.summary, reference, lr)
         verdict.data = sweep["data"].get("description", sweep["data"].get("name", ""))
         verdicts.append(verdict)
     if not verdicts:
