@@ -52,11 +52,14 @@ def _time_series(params: dict[str, str], server: str) -> str:
     return f"{server}?{urlencode(params, safe=_URL_SAFE, quote_via=quote)}#timeseries"
 
 
-def members_url(sweep_folder: Path, tags: Sequence[str], server: str = SERVER) -> str:
-    """Time Series: every member of the sweep, coloured by configuration."""
+def members_url(sweep_folder: Path, metrics: Sequence[str], server: str = SERVER) -> str:
+    """Time Series: every member of the sweep, coloured by configuration; ``metrics`` are keys
+    of metrics.jsonl (a per-layer one has a tag of its own in the members' runs)."""
+    from elurepro.runlog import tb_tag  # (torch and TensorBoard: imported on demand)
+
     params = {
         "runFilter": rf"^{run_prefix(sweep_folder)}[^_/][^/]*/s\d+$",
-        "tagFilter": _tags(tags),
+        "tagFilter": _tags([tb_tag(m) for m in metrics]),
         "smoothing": "0",
         "runColorGroup": r"regex:([^/]+)/s\d+$",
     }

@@ -11,6 +11,9 @@ chromium``) render, each from the URL a user would open:
   mean over seeds of each configuration, one colour each, no smoothing, the paper's tags);
 - ``members_time_series.png``: the URL training prints (every member of the sweep, coloured by
   configuration);
+- ``time_series_groups.png``: the Time Series tab of the whole logdir as it opens, without URL
+  state: its card groups (``act`` holds Fig. 2's median only; per-layer cards are in
+  ``act_median`` and ``act_units``);
 - ``custom_scalars_mean_std.png``: the Custom Scalars URL the analysis prints (mean ± std bands);
 - ``hparams.png``: the HParams table of the whole logdir;
 - ``histograms_unit_means.png``: the per-unit mean activations of one layer, ELU and ReLU;
@@ -41,6 +44,7 @@ from pathlib import Path
 from PIL import Image
 
 from elurepro.analysis.tb_export import mean_std_prefix
+from elurepro.runlog import tb_tag
 from elurepro.tblinks import (
     SERVER,
     custom_scalars_url,
@@ -156,13 +160,14 @@ def views(logdir: Path, sweep: Path, member: str, layer: int) -> dict[str, tuple
             (1500, 800),
         ),
         "members_time_series.png": (printed(members_url(sweep, tags), svg=True), (1500, 800)),
+        "time_series_groups.png": ("?forceSVG=true#timeseries", (1500, 900)),
         "custom_scalars_mean_std.png": (printed(custom_scalars_url(sweep)), (1500, 1600)),
         "hparams.png": ("#hparams", (1900, 900)),
         "histograms_unit_means.png": (
             _fragment(
                 "histograms",
                 regexInput=f"^{prefix}(elu|relu)/s0$",
-                tagFilter=f"^act/units/layer{layer}$",
+                tagFilter=f"^{tb_tag(f'act/units/layer{layer}')}$",
             ),
             (1300, 480),
         ),

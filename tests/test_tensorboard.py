@@ -3,11 +3,13 @@
 One runs folder as researchers have it, served whole (``tensorboard --logdir runs``), with more
 than 40 runs: a real smoke sweep (small MNIST, a narrow net, 4 epochs of 20 steps) with
 finished, diverged (lr 1000) and unfinished members, trained and analysed twice, beside three
-sweeps of other experiments written directly in the trainer's formats (an autoencoder
-learning-rate sweep with diverged members, a CIFAR sweep with and without BN, one member still
-training). Every check compares what the server says with the run files (metrics.jsonl,
-member.json, summary.json, provenance.json) or, for what the browser does with a URL, with the
-rule of TensorBoard's frontend that decides it (quoted where it is used).
+sweeps of other experiments written directly in the trainer's formats through its writer
+(``MemberLog``): an autoencoder learning-rate sweep with diverged members, a CIFAR sweep with and
+without BN, and members still training, whose logs stay open while the server runs (the last
+test finishes, diverges, stops and resumes them). Every check compares what the server says
+with the run files (metrics.jsonl, member.json, summary.json, provenance.json) or, for what the
+browser does with a URL, with the rule of TensorBoard's frontend that decides it (quoted where
+it is used).
 """
 
 from __future__ import annotations
@@ -35,11 +37,15 @@ from elurepro.analysis.report import analyze
 from elurepro.analysis.sweeps import partition
 from elurepro.analysis.tb_export import EXPERIMENT_FILE, export
 from elurepro.runlog import (
-    DASHBOARD,
-    DASHBOARD_FORMAT,
+    RUNNING_DIR,
     MemberLog,
+    dashboard_files,
+    dashboard_path,
+    running_sessions,
     sweep_tag,
+    tb_tag,
     write_dashboard,
+    write_running_session,
     write_summary,
 )
 from elurepro.train import run
@@ -62,7 +68,8 @@ UNITS = "members.activations=[elu,relu,{name:lrelu,alpha:0.3}]"
 COMMAND = "python -m elurepro.train experiment=mnist_meanact budget=smoke (test)"
 WAIT_S = 120  # the longest a query waits for TensorBoard to have read everything
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
-LIVE = "mnist_meanact/mnist-demo"  # the sweep of the member that is still training
+LIVE = "mnist_meanact/mnist-demo"  # the sweep of the members that are still training
+RUNNING = "STATUS_RUNNING"
 
 
 # ---------------------------------------------------------------- the runs folder
@@ -96,12 +103,8 @@ def _last_by_step(records: list[dict], tag: str) -> dict[int, float]:
     return {r["step"]: float(r[tag]) for r in records if tag in r}
 
 
-def _fake_member(runs: Path, info: dict, records: list[dict], status: str | None) -> None:
-    """A member folder as the trainer leaves it (through its own writers): metrics and events,
-    provenance, and once it has ended its summary and dashboard file."""
-    folder = run_folder(runs, info)
-    member = {k: v for k, v in info.items() if not k.startswith("_")}
-    provenance = {
+def _provenance(member: dict) -> dict:
+    return {
         "device": "cpu",
         "torch": "2.x",
         "git_commit": "fake",
@@ -109,26 +112,50 @@ def _fake_member(runs: Path, info: dict, records: list[dict], status: str | None
         "budget": member["budget"],
         "config": {"train": {"unit": "epoch"}},
     }
-    log = MemberLog(folder, member, None, epoch_axis=True)
-    (folder / "provenance.json").write_text(json.dumps(provenance))
-    log.dashboard(provenance, "unfinished")
-    for record in records:
-        log.log(record)
-    log.close()
-    if status is None:
-        return
+
+
+def _end(log: MemberLog, status: str, records: list[dict]) -> None:
+    """What the trainer writes when a member ends: summary.json, then its dashboard file."""
+    provenance = _provenance(log.member)
     final = {k: v for r in records for k, v in r.items() if "/" in k}
     diverged_at = records[-1]["step"] + 5 if status == "diverged" else None
     write_summary(
-        folder,
+        log.folder,
         {"status": status, "diverged_at_step": diverged_at, "final": final, **provenance},
     )
-    write_dashboard(folder, member, provenance, status)
+    log.dashboard(provenance, status)
 
 
-def _fake_sweeps(runs: Path) -> None:
+def _fake_member(
+    runs: Path, info: dict, records: list[dict], status: str | None
+) -> MemberLog | None:
+    """A member folder as the trainer leaves it (through its own writers): metrics and events,
+    provenance, and once it has ended its summary and dashboard file. A member with no status
+    is still training: its log is returned open."""
+    folder = run_folder(runs, info)
+    member = {k: v for k, v in info.items() if not k.startswith("_")}
+    provenance = _provenance(member)
+    log = MemberLog(folder, member, None, epoch_axis=True)
+    (folder / "provenance.json").write_text(json.dumps(provenance))
+    log.dashboard(provenance, "unfinished")  # the trainer's call when a member starts
+    for record in records:
+        log.log(record)
+    if status is None:
+        log.tb.flush()
+        return log
+    _end(log, status, records)
+    log.close()
+    return None
+
+
+def _live_record(step: int) -> dict:
+    return {"step": step, "epoch": step // 10, "train/loss": 1.0 / step, "act/median": 0.1}
+
+
+def _fake_sweeps(runs: Path) -> dict[str, MemberLog]:
     """An autoencoder learning-rate sweep (ReLU at lr 1 diverges), a CIFAR sweep with and
-    without BN, and a member still training in a sweep of its own."""
+    without BN, and three members still training in a sweep of their own (their open logs, by
+    run name)."""
     for unit in ("elu", "relu"):
         for lr in (0.01, 1.0):
             for seed in range(3):
@@ -175,23 +202,28 @@ def _fake_sweeps(runs: Path) -> None:
                     for e in range(1, 5)
                 ]
                 _fake_member(runs, info, records, "finished")
-    info = run_info("mnist_meanact", "mnist", "elu", 0, budget="demo", official=False)
-    _fake_member(runs, info, [{"step": 10, "epoch": 1, "train/loss": 1.0}], None)
+    live = {}
+    for unit, seed in (("elu", 0), ("relu", 0), ("elu", 1)):
+        info = run_info("mnist_meanact", "mnist", unit, seed, budget="demo", official=False)
+        log = _fake_member(runs, info, [_live_record(10)], None)
+        live[log.folder.relative_to(runs).as_posix()] = log
     for experiment in ("mnist_autoencoder", "cifar100_11layer"):
         for sweep in partition(collect_members(runs / experiment)):
             a = Analysis(experiment, runs, runs / "out", sweep.members, [])
             assert export(runs, sweep.members, {}, experiment, a).startswith("TensorBoard:")
+    return live
 
 
 class Server:
-    def __init__(self, logdir: Path, log: Path) -> None:
+    def __init__(self, logdir: Path, log: Path, *flags: str) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.log = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
-            + ["--host", "127.0.0.1", "--port", str(self.port), "--reload_interval", "1"],
+            + ["--host", "127.0.0.1", "--port", str(self.port), "--reload_interval", "1"]
+            + list(flags),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -265,22 +297,28 @@ def board(tmp_path_factory, mnist_root):
     real = _members(runs)
     prefix = sweep.root.relative_to(runs).as_posix() + "/"
     assert sorted({m["status"] for m in real.values()}) == ["diverged", "finished", "unfinished"]
-    # What the trainer wrote, before any analysis: one dashboard file, of the member's status.
+    # What the trainer wrote, before any analysis: one dashboard file, of the member's status,
+    # and no Running session left behind (the interrupted member's went when it stopped).
     trained = {
-        name: [(p.name, _has_session(p)) for p in sorted(m["folder"].glob(f"{DASHBOARD}.*"))]
+        name: [(p.name, _has_session(p)) for p in dashboard_files(m["folder"])]
+        + [p.name for p in m["folder"].glob(RUNNING_DIR)]
         for name, m in real.items()
     }
     # A member trained before sessions existed, and one whose status went stale (its trainer was
-    # killed between summary.json and the dashboard file): the analysis must put both right.
+    # killed between summary.json and the dashboard file), and a Running session whose trainer
+    # was killed: the analysis must put all three right.
     missing, stale = prefix + "relu-lr0.01/s1", prefix + "elu-lr0.01/s1"
-    for path in real[missing]["folder"].glob(f"{DASHBOARD}.*"):
+    for path in dashboard_files(real[missing]["folder"]):
         path.unlink()
     m = real[stale]
     write_dashboard(m["folder"], m["info"], m["provenance"], "unfinished")
+    (killed,) = [n for n, m in real.items() if m["status"] == "unfinished"]
+    write_running_session(real[killed]["folder"], real[killed]["info"])
     for _ in range(2):  # a second analysis must not add a second copy of anything
         result = analyze("mnist_meanact", sweep.root, tmp / "out")
         assert result.tensorboard and result.tensorboard.startswith("TensorBoard:"), result
-    _fake_sweeps(runs)
+    assert not running_sessions(real[killed]["folder"])
+    live = _fake_sweeps(runs)
     members = _members(runs)
     server = Server(runs, tmp / "tensorboard.log")
     try:
@@ -288,7 +326,9 @@ def board(tmp_path_factory, mnist_root):
             "every run", lambda: server.get("/data/runs"), lambda r: set(members) <= set(r)
         )
         # Listed is not yet read: wait until every member's scalars are there too.
-        logged = {n: {k for r in m["records"] for k in r if "/" in k} for n, m in members.items()}
+        logged = {
+            n: {tb_tag(k) for r in m["records"] for k in r if "/" in k} for n, m in members.items()
+        }
         server.wait_for(
             "every member's scalars",
             lambda: server.get("/data/plugin/scalars/tags"),
@@ -304,9 +344,12 @@ def board(tmp_path_factory, mnist_root):
             "trained": trained,
             "fixed": (missing, stale),
             "note": result.tensorboard,
+            "live": live,
         }
     finally:
         server.stop()
+        for log in live.values():
+            log.close()
 
 
 def _session_groups(board) -> list[dict]:
@@ -318,7 +361,9 @@ def _session_groups(board) -> list[dict]:
         "startIndex": 0,
         "sliceSize": 1000,
     }
+    # A session per member that has ended, and a Running one per member still training.
     count = sum(m["status"] != "unfinished" for m in board["members"].values())
+    count += len(board["live"])
     return server.wait_for(
         "every HParams session",
         lambda: server.get("/data/plugin/hparams/session_groups", request)["sessionGroups"],
@@ -326,8 +371,18 @@ def _session_groups(board) -> list[dict]:
     )
 
 
+def _ended(groups: list[dict]) -> dict[str, tuple[dict, dict]]:
+    """Session name (a member's run) -> (its row, the session), for the members that ended."""
+    return {
+        s["name"]: (g, s)
+        for g in groups
+        for s in g["sessions"]
+        if not s["name"].endswith("/" + RUNNING_DIR)
+    }
+
+
 def _hparams(group: dict) -> dict:
-    """A row's values by column (``1.unit`` -> ``unit``)."""
+    """A row's values by column (``1.name`` -> ``name``)."""
     return {name.split(".", 1)[1]: value for name, value in group["hparams"].items()}
 
 
@@ -347,9 +402,18 @@ def _urls(note: str) -> dict[str, str]:
 
 def test_the_trainer_writes_one_dashboard_file_a_session_once_the_member_ended(board) -> None:
     for name, files in board["trained"].items():
-        status = board["real"][name]["status"]
+        m = board["real"][name]
+        status = m["status"]
         # The session is written once, final: TensorBoard keeps the first one it reads.
-        assert files == [(f"{DASHBOARD}.{status}.{DASHBOARD_FORMAT}", status != "unfinished")]
+        assert files == [(dashboard_path(m["folder"], status).name, status != "unfinished")]
+    # A TensorBoard that reads a run's files in sorted order and never goes back
+    # (--load_fast=false) reads them in the order they were written: the start's text, the
+    # curves, the result, the analysis's values.
+    folder = board["real"][board["prefix"] + "elu-lr0.01/s0"]["folder"]
+    names = [p.name.split(".")[0] for p in sorted(folder.glob("*tfevents*"))]
+    assert names == ["events", "result", "result_hp"]
+    start = dashboard_path(folder, "unfinished").name
+    assert start < min(p.name for p in folder.glob("events.out.tfevents.*"))
 
 
 def test_the_whole_runs_folder_is_served_with_more_than_40_runs(board) -> None:
@@ -357,9 +421,12 @@ def test_the_whole_runs_folder_is_served_with_more_than_40_runs(board) -> None:
     runs = set(board["server"].get("/data/runs"))
     assert len(runs) > 40
     assert set(members) <= runs
-    # Only runs whose names start with "_" are added; none per member, no HParams runs.
+    # Only runs whose names start with "_" are added: the analysis's, and a Running session's
+    # in each member still training; no HParams runs.
     extra = {r.split("/_", 1)[1].split("/")[0] for r in runs - set(members)}
-    assert extra == {"analysis", "mean_std"}
+    assert extra == {"analysis", "mean_std", RUNNING_DIR[1:]}
+    running = {r.removesuffix("/" + RUNNING_DIR) for r in runs if r.endswith("/" + RUNNING_DIR)}
+    assert running == set(board["live"])
     for name, m in members.items():
         assert name.endswith(f"/{m['info']['group']}/s{m['info']['seed']}")
     # Run names filter by unit: -elu- selects exactly the ELU (alpha 1) members of the sweep.
@@ -371,24 +438,47 @@ def test_scalars_are_the_member_logs_and_a_divergence_ends_them_with_nan(board) 
     server = board["server"]
     tags = server.get("/data/plugin/scalars/tags")
     for name, m in board["real"].items():
-        logged = {k for r in m["records"] for k in r if "/" in k or k in ("lr", "epoch")}
+        logged = {tb_tag(k) for r in m["records"] for k in r if "/" in k or k in ("lr", "epoch")}
         hp = {"hp/abs_median_activation", "hp/early_train_loss"}
         assert set(tags[name]) == logged | (hp if m["status"] == "finished" else set()), name
+        # Per-layer series are in groups of their own (Time Series groups cards by the part
+        # before the first "/"), not under act/ with Fig. 2's median.
+        assert {t for t in tags[name] if t.startswith("act/")} == {"act/median"}, name
     for name, m in board["real"].items():
         if m["status"] != "diverged":
             continue
         # The last line of each metric is a NaN at the divergence (summary.json's iteration).
-        for tag in {k for r in m["records"] for k in r if "/" in k}:
-            last = max(_last_by_step(m["records"], tag).items())
-            assert last[0] == m["diverged_at"] and math.isnan(last[1]), (name, tag)
+        for key in {k for r in m["records"] for k in r if "/" in k}:
+            last = max(_last_by_step(m["records"], key).items())
+            assert last[0] == m["diverged_at"] and math.isnan(last[1]), (name, key)
     name = board["prefix"] + "elu-lr0.01/s0"
     m = board["members"][name]
-    for tag in ("train/loss", "val/error", "act/median", "act/median/layer2", "lr", "epoch"):
-        query = f"/data/plugin/scalars/scalars?run={name}&tag={tag}"
+    for key in ("train/loss", "val/error", "act/median", "act/median/layer2", "lr", "epoch"):
+        query = f"/data/plugin/scalars/scalars?run={name}&tag={tb_tag(key)}"
         served = {step: value for _, step, value in server.get(query)}
-        assert served.keys() == _last_by_step(m["records"], tag).keys(), tag
-        for step, value in _last_by_step(m["records"], tag).items():
-            assert served[step] == pytest.approx(value, rel=1e-6), (tag, step)
+        assert served.keys() == _last_by_step(m["records"], key).keys(), key
+        for step, value in _last_by_step(m["records"], key).items():
+            assert served[step] == pytest.approx(value, rel=1e-6), (key, step)
+
+
+def test_time_series_groups_keep_fig2_apart_from_the_per_layer_cards(board) -> None:
+    """The Time Series tab groups its cards by the tag's part before the first "/": one card
+    per scalar tag, and one per run and tag for histograms. Over the whole folder, the act
+    group holds Fig. 2's median only; the per-layer cards are in groups of their own."""
+    tags = board["server"].get("/experiment/defaultExperimentId/data/plugin/timeseries/tags")
+    cards: dict[str, set] = {}
+    for tag in {t for run_tags in tags["scalars"]["runTagInfo"].values() for t in run_tags}:
+        cards.setdefault(tag.split("/")[0], set()).add(tag)
+    for run_name, run_tags in tags["histograms"]["runTagInfo"].items():
+        for tag in run_tags:
+            cards.setdefault(tag.split("/")[0], set()).add((run_name, tag))
+    assert cards["act"] == {"act/median"}
+    keys = {k for m in board["real"].values() for r in m["records"] for k in r}
+    layers = {k.rsplit("/", 1)[1] for k in keys if k.startswith("act/median/")}
+    assert layers == {"layer1", "layer2"}
+    assert cards["act_median"] == {f"act_median/{x}" for x in layers}
+    histogram_runs = {run for run, _ in cards["act_units"]}
+    assert len(cards["act_units"]) == len(layers) * len(histogram_runs) > 10
 
 
 def test_hparams_show_the_protocols_headline_of_each_finished_member(board) -> None:
@@ -413,9 +503,12 @@ def test_hparams_show_the_protocols_headline_of_each_finished_member(board) -> N
 def test_one_hparams_experiment_covers_every_sweep_of_the_folder(board) -> None:
     experiment = board["server"].get("/data/plugin/hparams/experiment", {"experimentName": ""})
     columns = {h["name"].split(".", 1)[1]: h for h in experiment["hparamInfos"]}
-    ended = [m for m in board["members"].values() if m["status"] != "unfinished"]
+    # The members with a session: those that ended, and those still training (Running).
+    ended = [
+        m for n, m in board["members"].items() if m["status"] != "unfinished" or n in board["live"]
+    ]
     infos = [m["info"] for m in ended]
-    # Not elu_alpha0.5 nor the demo sweep: their members are still training (no session yet).
+    # Not elu_alpha0.5: it stopped before its end (no session).
     assert set(columns["unit"]["domainDiscrete"]) == {"elu", "relu", "lrelu_alpha0.3"}
     assert set(columns["lr"]["domainDiscrete"]) == {i["lr"] for i in infos}
     assert set(columns["batchnorm"]["domainDiscrete"]) == {True, False}
@@ -425,8 +518,10 @@ def test_one_hparams_experiment_covers_every_sweep_of_the_folder(board) -> None:
         "cifar100_11layer",
     }
     sweeps = {m["sweep"] for m in ended}
-    assert len(columns["sweep"]["domainDiscrete"]) == len(sweeps) == 3
-    assert columns["status"]["domainDiscrete"] == ["finished", "diverged"]
+    assert len(columns["sweep"]["domainDiscrete"]) == len(sweeps) == 4
+    assert columns["status"]["domainDiscrete"] == ["finished", "diverged", "running"]
+    # One name per row: a regex filter rather than a tick per value.
+    assert columns["name"]["type"] == "DATA_TYPE_STRING" and "domainDiscrete" not in columns["name"]
     diverged_at = {m["diverged_at"] for m in ended if m["status"] == "diverged"}
     domain = columns["diverged_at"].get("domainDiscrete") or [
         columns["diverged_at"]["domainInterval"][k] for k in ("minValue", "maxValue")
@@ -440,7 +535,7 @@ def test_one_hparams_experiment_covers_every_sweep_of_the_folder(board) -> None:
     # The tab shows the first five columns, those whose values differ first, in the order the
     # server gives them (tf-hparams-query-pane's _computeHParams: a stable sort on `differs`).
     shown = sorted(experiment["hparamInfos"], key=lambda h: not h.get("differs", False))[:5]
-    assert [h["displayName"] for h in shown][:2] == ["unit", "status"]
+    assert [h["displayName"] for h in shown] == ["name", "status", "diverged_at", "unit", "lr"]
     # Metric columns: the protocol's headline quantities of every experiment, then the last
     # values of the headline metrics.
     metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
@@ -474,9 +569,10 @@ def test_every_analysis_run_holds_the_same_experiment(board) -> None:
 
 def test_hparams_rows_are_configurations_and_diverged_members(board) -> None:
     members = board["members"]
-    groups = _session_groups(board)
-    sessions = {s["name"]: (g, s) for g in groups for s in g["sessions"]}
-    # One session per member that has ended, in its own run; none for one still training.
+    groups = [g for g in _session_groups(board) if _hparams(g)["status"] != "running"]
+    sessions = _ended(groups)
+    # One session per member that has ended, in its own run (those still training: see the
+    # last test).
     assert set(sessions) == {n for n, m in members.items() if m["status"] != "unfinished"}
     expected_status = {"finished": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE"}
     for name, (group, session) in sessions.items():
@@ -486,15 +582,17 @@ def test_hparams_rows_are_configurations_and_diverged_members(board) -> None:
         assert session["status"] == expected_status[m["status"]], name
         assert row["status"] == m["status"]
         assert row["unit"] == info["group"].split("-")[0].split("+")[0]
-        assert row["sweep"].startswith(f"@{sweep_tag(m['folder'])} ")
-        # The row name (Trial ID, a 10em column): the configuration and a 4-digit sweep tag.
+        tag = sweep_tag(m["folder"])
+        assert row["sweep"] == f"{tag} {m['sweep'].split('/', 1)[1]}"
+        # The row (Trial ID, a 10em column that cuts what does not fit): the 4-digit sweep
+        # tag, then the name column, the configuration or the diverged member.
         if m["status"] == "finished":
-            assert group["name"] == f"{info['group']} @{sweep_tag(m['folder'])}"
-            assert "diverged_at" not in row
+            assert row["name"] == info["group"] and "diverged_at" not in row
         else:
-            assert group["name"] == f"{info['group']}/s{info['seed']} @{sweep_tag(m['folder'])}"
+            assert row["name"] == f"{info['group']}/s{info['seed']}"
             assert [s["name"] for s in group["sessions"]] == [name]
             assert row["diverged_at"] == m["diverged_at"]
+        assert group["name"] == f"{tag} {row['name']}"
     # A finished row is one configuration of one sweep: every finished seed, the mean of each.
     for group in groups:
         names = [s["name"] for s in group["sessions"]]
@@ -526,8 +624,8 @@ def test_a_diverged_member_shows_no_result(board) -> None:
 
 def test_the_analysis_writes_missing_and_stale_sessions_once(board) -> None:
     for name, m in board["real"].items():
-        files = sorted(p.name for p in m["folder"].glob(f"{DASHBOARD}.*"))
-        assert files == [f"{DASHBOARD}.{m['status']}.{DASHBOARD_FORMAT}"], name
+        files = [p.name for p in dashboard_files(m["folder"])]
+        assert files == [dashboard_path(m["folder"], m["status"]).name], name
     missing, stale = board["fixed"]
     sessions = {s["name"]: g for g in _session_groups(board) for s in g["sessions"]}
     assert _hparams(sessions[missing])["status"] == "finished"
@@ -542,10 +640,10 @@ def test_histograms_hold_the_per_unit_mean_activations(board) -> None:
     tags = server.get("/data/plugin/histograms/tags")
     name = board["prefix"] + "relu-lr0.01/s0"
     m = board["members"][name]
-    assert sorted(tags[name]) == ["act/units/layer1", "act/units/layer2"]
+    assert sorted(tags[name]) == ["act_units/layer1", "act_units/layer2"]
     for layer in (1, 2):
         medians = _last_by_step(m["records"], f"act/median/layer{layer}")
-        query = f"/data/plugin/histograms/histograms?run={name}&tag=act/units/layer{layer}"
+        query = f"/data/plugin/histograms/histograms?run={name}&tag=act_units/layer{layer}"
         served = {step: buckets for _, step, buckets in server.get(query)}
         assert served.keys() == medians.keys()  # every monitor point, and only those
         for step, buckets in served.items():
@@ -673,23 +771,114 @@ def test_each_member_shows_its_configuration_and_provenance_as_text(board) -> No
     assert "sizes:" in config["text"] and math.isfinite(config["step"])
 
 
-def test_a_running_tensorboard_shows_a_member_once_it_ends(board) -> None:
-    """Last: it finishes a member of the served folder."""
-    server = board["server"]
-    ((name, m),) = [(n, m) for n, m in board["members"].items() if n.startswith(LIVE)]
-    assert name not in {s["name"] for g in _session_groups(board) for s in g["sessions"]}
-    write_summary(m["folder"], {"status": "finished", "final": {}, **m["provenance"]})
-    write_dashboard(m["folder"], m["info"], m["provenance"], "finished")
+def _rows(server: Server) -> dict[str, tuple[str, str, dict]]:
+    """Session name -> (its row, its status, the row's values), as the server says now."""
     request = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": []}
     request |= {"startIndex": 0, "sliceSize": 1000}
-    groups = server.wait_for(
-        "the session of the member that ended",
-        lambda: server.get("/data/plugin/hparams/session_groups", request)["sessionGroups"],
-        lambda gs: any(name in _names(g) for g in gs),
+    groups = server.get("/data/plugin/hparams/session_groups", request)["sessionGroups"]
+    return {s["name"]: (g["name"], s["status"], g) for g in groups for s in g["sessions"]}
+
+
+def _steps(server: Server, run: str, tag: str = "train/loss") -> list[int]:
+    return [step for _, step, _ in server.get(f"/data/plugin/scalars/scalars?run={run}&tag={tag}")]
+
+
+def _follow_live_members(server: Server, live: dict[str, MemberLog]) -> None:
+    """Three members train in the served folder (open logs, named by run: elu/s0, relu/s0,
+    elu/s1): each shows as Running in the row it joins if it finishes, and its curves go on;
+    elu/s1 stops (Running no more) and resumes (Running again). Then elu/s0 and elu/s1 finish
+    and relu/s0 diverges: each row is the final one, and the Running ones go."""
+    ((elu0, relu0, elu1),) = [
+        [next(n for n in live if n.endswith(s)) for s in ("/elu/s0", "/relu/s0", "/elu/s1")]
+    ]
+    tag = sweep_tag(live[elu0].folder)
+    running = {n: f"{n}/{RUNNING_DIR}" for n in live}
+    rows = server.wait_for(
+        "a Running session per member that trains",
+        lambda: _rows(server),
+        lambda rows: set(running.values()) <= set(rows),
     )
-    ((group, session),) = [(g, s) for g in groups for s in g["sessions"] if s["name"] == name]
-    assert group["name"] == f"elu @{sweep_tag(m['folder'])}"
-    assert session["status"] == "STATUS_SUCCESS" and _hparams(group)["status"] == "finished"
+    for name, log in live.items():
+        row, status, group = rows[running[name]]
+        assert (row, status) == (f"{tag} {log.member['group']}", RUNNING), name
+        assert _hparams(group)["name"] == log.member["group"]
+        assert _hparams(group)["status"] == "running"
+        assert name not in rows  # its own run gets its session once, when it ends
+    for log in live.values():
+        log.log(_live_record(20))
+        log.tb.flush()
+    for name in live:
+        server.wait_for(
+            f"{name}'s curve", lambda n=name: _steps(server, n), lambda s: s == [10, 20]
+        )
+    live[elu1].close()  # its trainer stopped (interrupted, with a checkpoint at step 20)
+    server.wait_for(
+        "the Running session of a member that stopped to go",
+        lambda: (_rows(server), server.get("/data/runs")),
+        lambda got: running[elu1] not in got[0] and running[elu1] not in got[1],
+    )
+    old = live[elu1]
+    live[elu1] = MemberLog(old.folder, old.member, 20, epoch_axis=True)  # resumed
+    live[elu1].dashboard(_provenance(old.member), "unfinished")
+    live[elu1].log(_live_record(30))
+    live[elu1].tb.flush()
+    server.wait_for(
+        "the resumed member's Running session",
+        lambda: _rows(server),
+        lambda rows: rows.get(running[elu1], ("", ""))[:2] == (f"{tag} elu", RUNNING),
+    )
+    server.wait_for("the resumed curve", lambda: _steps(server, elu1), lambda s: s == [10, 20, 30])
+    records = [_live_record(10), _live_record(20)]
+    _end(live[elu0], "finished", records)
+    _end(live[elu1], "finished", [*records, _live_record(30)])
+    # As the trainer does: the summary and dashboard file, then a NaN at the divergence.
+    _end(live[relu0], "diverged", records)
+    live[relu0].log({"step": 25, "train/loss": math.nan, "act/median": math.nan})
+    live[relu0].tb.flush()
+    expected = {
+        elu0: (f"{tag} elu", "STATUS_SUCCESS"),
+        elu1: (f"{tag} elu", "STATUS_SUCCESS"),
+        relu0: (f"{tag} relu/s0", "STATUS_FAILURE"),
+    }
+    rows = server.wait_for(
+        "the members' results, and no Running session",
+        lambda: _rows(server),
+        lambda rows: (
+            {n: rows.get(n, ("", ""))[:2] for n in live} == expected
+            and not set(running.values()) & set(rows)
+        ),
+    )
+    assert _hparams(rows[elu0][2])["status"] == "finished"
+    assert _names(rows[relu0][2]) == [relu0]  # a row of its own
+    assert _hparams(rows[relu0][2])["status"] == "diverged"
+    assert _hparams(rows[relu0][2])["diverged_at"] == 25
+    assert not set(running.values()) & set(server.get("/data/runs"))
+    last = [1 / 30, 1 / 20]  # elu/s1's last value (it resumed), elu/s0's
+    assert _metrics(rows[elu0][2])["train/loss"] == pytest.approx(np.mean(last), rel=1e-6)
+    server.wait_for("the NaN at the divergence", lambda: _steps(server, relu0), lambda s: 25 in s)
+
+
+def test_members_that_train_show_as_running_then_as_their_result(board) -> None:
+    """Last: it ends the members still training in the served folder."""
+    _follow_live_members(board["server"], board["live"])
+
+
+def test_tensorboards_python_loader_follows_them_too(tmp_path: Path) -> None:
+    """``--load_fast=false`` (TensorBoard's Python loader) reads a run's event files in sorted
+    order and never goes back to an earlier one: the members' files are named for it."""
+    runs = tmp_path / "runs"
+    live = {}
+    for unit, seed in (("elu", 0), ("relu", 0), ("elu", 1)):
+        info = run_info("mnist_meanact", "mnist", unit, seed, budget="demo", official=False)
+        log = _fake_member(runs, info, [_live_record(10)], None)
+        live[log.folder.relative_to(runs).as_posix()] = log
+    server = Server(runs, tmp_path / "tensorboard.log", "--load_fast=false")
+    try:
+        _follow_live_members(server, live)
+    finally:
+        server.stop()
+        for log in live.values():
+            log.close()
 
 
 # ---------------------------------------------------------------- pieces, without a server
@@ -750,7 +939,37 @@ def test_histograms_leave_out_non_finite_units(tmp_path: Path) -> None:
     log.close()
     events = EventAccumulator(str(tmp_path / "elu" / "s0"))
     events.Reload()
-    assert events.Tags()["histograms"] == ["act/units/layer1"]
-    (hist,) = events.Histograms("act/units/layer1")
+    assert events.Tags()["histograms"] == ["act_units/layer1"]  # runlog.tb_tag
+    (hist,) = events.Histograms("act_units/layer1")
     assert hist.step == 3 and hist.histogram_value.num == 2
     assert (hist.histogram_value.min, hist.histogram_value.max) == (-1.0, 0.5)
+
+
+def test_a_running_session_goes_with_its_own_worker_only(tmp_path: Path) -> None:
+    from elurepro.analysis.collect import collect_members
+    from elurepro.analysis.tb_export import _write_sessions
+    from elurepro.store.claims import LOCK, release_claim, try_claim
+
+    info = run_info("mnist_meanact", "mnist", "elu", 0, budget="demo", official=False)
+    log = _fake_member(tmp_path / "runs", info, [_live_record(10)], None)
+    folder = log.folder
+    # Another live process holds the member's claim (it took the member over): this log, once
+    # closed, leaves that worker's member as it is (the fence), and so does the analysis.
+    other = {"host": socket.gethostname(), "pid": os.getppid(), "token": "theirs"}
+    (folder / LOCK).write_text(json.dumps(other))
+    log.close()
+    assert len(running_sessions(folder)) == 1
+    _write_sessions(collect_members(tmp_path / "runs"))
+    assert len(running_sessions(folder)) == 1
+    # Nobody holds it (that worker was killed): the analysis removes the Running session.
+    (folder / LOCK).unlink()
+    _write_sessions(collect_members(tmp_path / "runs"))
+    assert not running_sessions(folder) and not (folder / RUNNING_DIR).exists()
+    # This process holds it: its log removes its own session when it stops.
+    assert try_claim(folder / LOCK, "mine", stale_after_s=60).ok
+    log = MemberLog(folder, log.member, 10)  # resumed
+    log.dashboard(_provenance(log.member), "unfinished")
+    assert len(running_sessions(folder)) == 1
+    log.close()
+    assert not (folder / RUNNING_DIR).exists()
+    release_claim(folder / LOCK, "mine")

@@ -2,7 +2,8 @@
 
 ``tensorboard --logdir`` on the sweep folder, or on any folder above it up to the whole runs
 folder, then shows one run per member (``<group>/s<seed>``: its curves, histograms, text and,
-once it has ended, its HParams session, all written by the trainer) and, from here:
+once it has ended, its HParams session, all written by the trainer; while it trains, its
+Running session in ``<group>/s<seed>/_running``) and, from here:
 
 - ``_mean_std/<group>``: one run per configuration with the mean over its finished seeds of
   every headline metric and mean ∓ std (tags ``mean_std@<sweep tag>/<metric>``, ``.../lower``,
@@ -15,9 +16,10 @@ once it has ended, its HParams session, all written by the trainer) and, from he
   per headline metric, its title naming the configurations it draws) and the HParams experiment
   (``dashboard.tfevents.experiment``: the columns with their types and values, the metric
   columns).
-- ``hp/<headline>`` in each finished member's run (``analysis.tfevents.<ns>``): the protocol's
-  headline quantities of the member as the report computes them (Fig. 2: |median activation|
-  over the epochs, the early training loss), the HParams tab's first metric columns.
+- ``hp/<headline>`` in each finished member's run (``result_hp.tfevents.<ns>``, named to sort
+  after the member's other event files): the protocol's headline quantities of the member as
+  the report computes them (Fig. 2: |median activation| over the epochs, the early training
+  loss), the HParams tab's first metric columns.
 
 TensorBoard takes the HParams experiment from one run of its logdir, whichever it reads first.
 So every ``_analysis`` run under one runs folder gets the same experiment, built from every
@@ -25,9 +27,11 @@ member of every sweep under that folder: whichever run TensorBoard picks, its co
 values and the metric columns cover the whole folder.
 
 A member whose dashboard file is missing or stale (trained before the trainer wrote them, of an
-older format, or a status that changed since: summary.json decides) gets it (re)written; all
-else the analysis writes is replaced on every run, so a second analysis never adds a second
-copy.
+older format, or a status that changed since: summary.json decides) gets it (re)written, and a
+Running session whose trainer is gone (no live claim on the member) is removed; all else the
+analysis writes is replaced on every run, so a second analysis never adds a second copy. The
+members' training curves are the trainer's: runs trained before per-layer series had groups of
+their own keep theirs under ``act/`` (see ``runlog.tb_tag``).
 """
 
 from __future__ import annotations
@@ -52,22 +56,26 @@ if TYPE_CHECKING:
 ANALYSIS_DIR = "_analysis"
 MEAN_STD_TAG = "mean_std"
 HEADLINE_TAG = "hp"
-HEADLINE_FILE = "analysis.tfevents"  # + ".<ns>" in a finished member's folder
+HEADLINE_FILE = "result_hp.tfevents"  # + ".<ns>" in a finished member's folder
+LEGACY_HEADLINE_FILE = "analysis.tfevents"  # its name before it sorted after the result
 EXPERIMENT_FILE = "dashboard.tfevents.experiment"  # in _analysis: sorts before the writer's file
 LEGACY_DIRS = ("_hparams", "_figures")  # where earlier versions wrote under the runs folder
 _PER_LAYER = re.compile(r"/layer\d+$")
 _DISCRETE_MAX = 10  # TensorBoard's HParams tab offers ticks for fewer values than this
 _DESCRIPTIONS = {
+    "name": "the row: a configuration of its sweep (<unit>[+bn][-lr<lr>]), the mean over its "
+    "finished seeds, or a diverged member (<configuration>/s<seed>); the Trial ID is the sweep "
+    "tag and this",
     "unit": "activation function with its non-default parameters",
-    "status": "finished, or diverged (non-finite training loss); a member still training has "
-    "no row until it ends",
+    "status": "finished, diverged (non-finite training loss) or running (in the row it joins "
+    "if it finishes; its session status is Running)",
     "diverged_at": "iteration at which a diverged member's training loss became non-finite",
     "lr": "the member's learning rate",
     "batchnorm": "batch normalization before each activation",
     "activation_": "a parameter of the activation function",
     "experiment": "the experiment (configs/experiment/)",
-    "sweep": "the @tag of the row names, then the sweep folder: <data>-<budget>/d<data "
-    "fingerprint>-c<configuration>",
+    "sweep": "the tag that starts the row's Trial ID, then the sweep folder: "
+    "<data>-<budget>/d<data fingerprint>-c<configuration>",
 }
 
 
@@ -147,7 +155,7 @@ def experiment_summary(
 
     from elurepro.runlog import hparam_column, hparam_key, hparam_name, hparams_summary
 
-    status = hparam_name("status")
+    status, row = hparam_name("status"), hparam_name("name")
     infos = []
     for name in sorted({name for hp in hparams for name in hp}):
         values = [hp[name] for hp in hparams if name in hp]
@@ -155,10 +163,15 @@ def experiment_summary(
             name=name,
             display_name=hparam_key(name),
             description=_DESCRIPTIONS[hparam_column(hparam_key(name))],
-            # The status column is always among the five the tab shows at first: it is what
-            # tells a diverged row from a result (see runlog.HPARAM_COLUMNS on the order).
-            differs=len(set(values)) > 1 or name == status,
+            # The name and status columns are always among the five the tab shows at first:
+            # the name is what the Trial ID column cuts, the status tells a diverged row from a
+            # result (see runlog.HPARAM_COLUMNS on the order).
+            differs=len(set(values)) > 1 or name in (status, row),
         )
+        if name == row:  # one value per row: filtered by a regex rather than a tick each
+            info.type = api_pb2.DATA_TYPE_STRING
+            infos.append(info)
+            continue
         if all(isinstance(v, bool) for v in values):
             info.type, field, distinct = api_pb2.DATA_TYPE_BOOL, "bool_value", sorted(set(values))
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -173,7 +186,7 @@ def experiment_summary(
             info.type, field = api_pb2.DATA_TYPE_STRING, "string_value"
             distinct = sorted({str(v) for v in values})
             if name == status:
-                distinct = ["finished", "diverged"]
+                distinct = ["finished", "diverged", "running"]
         info.domain_discrete.CopyFrom(
             struct_pb2.ListValue(values=[struct_pb2.Value(**{field: v}) for v in distinct])
         )
@@ -201,23 +214,29 @@ def runs_root(sweep_folder: Path, experiment: str, fallback: Path) -> Path:
 
 def folder_experiment(root: Path) -> Any:
     """The HParams experiment of every member under the runs folder `root`: each member that
-    has ended (and so has a session) gives its values, and each experiment its metric columns,
-    the protocol's headline quantities first."""
+    has a session (it has ended, or is training) gives its values, and each experiment its
+    metric columns, the protocol's headline quantities first."""
     from elurepro.analysis.headline import headlines_for
-    from elurepro.runlog import diverged_at_step, session_hparams
+    from elurepro.runlog import diverged_at_step, running_sessions, session_hparams
 
     hparams, finals, experiments = [], set(), {}
     for folder in find_member_folders(root):
         try:
             info = json.loads((folder / "member.json").read_text())
+        except (OSError, ValueError):
+            continue  # not a member this version reads
+        try:
             summary = json.loads((folder / "summary.json").read_text())
         except (OSError, ValueError):
-            continue  # still training (no summary yet), or not a member this version reads
+            summary = None  # still training, or stopped before the end
         status = summary.get("status") if isinstance(summary, dict) else None
-        if status not in ("finished", "diverged") or not isinstance(info, dict):
+        if status not in ("finished", "diverged"):
+            status = "running" if running_sessions(folder) else None
+        if status is None or not isinstance(info, dict):
             continue
         hparams.append(session_hparams(folder, info, status, diverged_at_step(folder)))
-        finals |= set(summary.get("final") or {})
+        if summary is not None:
+            finals |= set(summary.get("final") or {})
         experiments.setdefault(str(info.get("experiment")), None)
     metrics = []
     for experiment in experiments:
@@ -262,13 +281,31 @@ def write_folder_experiment(root: Path, sweep_folders: Sequence[Path]) -> list[s
 # ---------------------------------------------------------------- member files
 
 
+def trainer_alive(folder: Path) -> bool:
+    """Whether a worker holds a live claim on the member (``store/claims.py``): is training it."""
+    from elurepro.store.claims import LOCK, is_stale, read_claim
+    from elurepro.store.work import StoreConfig
+
+    claim = read_claim(Path(folder) / LOCK)
+    return claim is not None and not is_stale(claim, StoreConfig.stale_after_s)
+
+
 def _write_sessions(members: Sequence[MemberRun]) -> int:
-    """Write the dashboard file of every member without one of its current status."""
-    from elurepro.runlog import dashboard_status, write_dashboard
+    """Write the dashboard file of every member without one of its current status, and remove
+    the Running session of a member that nobody trains any more (its worker was killed)."""
+    from elurepro.runlog import (
+        dashboard_status,
+        remove_running_session,
+        running_sessions,
+        write_dashboard,
+    )
 
     written = 0
     for m in members:
         status = disk_status(m)
+        if status == UNFINISHED and running_sessions(m.folder) and not trainer_alive(m.folder):
+            for path in running_sessions(m.folder):
+                remove_running_session(path)
         if dashboard_status(m.folder) == status:
             continue  # the trainer wrote it (or an earlier analysis did)
         provenance = dict(m.provenance or {})
@@ -281,8 +318,9 @@ def _write_sessions(members: Sequence[MemberRun]) -> int:
 
 def _write_headlines(a: Analysis) -> int:
     """``hp/<headline>`` in the run of every finished member: the protocol's headline
-    quantities, as the report computes them. Under a new file name each time (the previous one
-    removed): a running TensorBoard reads the new values at the same step over the old."""
+    quantities, as the report computes them. Under a new file name each time, later in sorted
+    order (the previous one removed): a running TensorBoard reads the new values at the same
+    step over the old."""
     from tensorboard.compat.proto.event_pb2 import Event
     from torch.utils.tensorboard.summary import scalar
 
@@ -305,7 +343,10 @@ def _write_headlines(a: Analysis) -> int:
                 summary = scalar(f"{HEADLINE_TAG}/{key}", value)
                 events.append(Event(wall_time=now, step=step, summary=summary))
         path = write_events(m.folder / f"{HEADLINE_FILE}.{time.time_ns()}", events)
-        for old in m.folder.glob(f"{HEADLINE_FILE}.*"):
+        for old in [
+            *m.folder.glob(f"{HEADLINE_FILE}.*"),
+            *m.folder.glob(f"{LEGACY_HEADLINE_FILE}.*"),
+        ]:
             if old != path:
                 old.unlink(missing_ok=True)
         written += 1
