@@ -32,6 +32,8 @@ from elurepro.errors import CheckpointError, StorageError, storage_error
 # Raises when the caller may no longer write (a claim taken over by another worker).
 Fence = Callable[[], None]
 
+# A population's checkpoint in its folder: the trainer writes it, the run store resumes from it.
+CHECKPOINT = "checkpoint.pt"
 # The archive comment of a verified checkpoint starts with this.
 _MAGIC = b"elurepro-checkpoint "
 _EOCD = b"PK\x05\x06"  # zip end-of-central-directory record: 22 bytes + comment

@@ -6,6 +6,8 @@ All functions take outputs [K, B, ...] and return per-member tensors [K], summed
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
@@ -13,6 +15,32 @@ from elurepro.errors import ConfigError
 
 # Keys of a model's YAML that configure its task, not its constructor.
 TASK_KEYS = ("task", "top5", "pixel_reduction")
+
+
+class Task(Protocol):
+    """What the trainer and the monitors use of a task; outputs are [K, B, ...]."""
+
+    name: str
+
+    def loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member mean loss over the batch, [K]."""
+        ...
+
+    def per_example(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member, per-example loss, [K, B]."""
+        ...
+
+    def train_sums(
+        self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Training metrics, [K] each, summed over the batch."""
+        ...
+
+    def eval_sums(
+        self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Evaluation metrics, [K] each, summed over the batch."""
+        ...
 
 
 class Classification:

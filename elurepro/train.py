@@ -82,10 +82,8 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
     for job in work.jobs():
         run_dir = sweep.population_dir(job.members)
         trainer = assemble.build_trainer(
-            cfg, job.members, data, device, run_dir, ctx, sweep, job.claims, job.done
+            cfg, job.members, data, device, run_dir, ctx, sweep, job.claims, job.done, _command
         )
-        if _command is not None:  # provenance.json, summaries and TensorBoard's text name it
-            trainer.provenance["command"] = _command
         names = ", ".join(m.id for m, d in zip(job.members, job.done) if not d)
         say(f"training {names} ({trainer.loop.total_steps} steps) in {run_dir.name}")
         try:

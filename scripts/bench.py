@@ -70,7 +70,7 @@ from elurepro.models.mlp import StackedLinear  # noqa: E402
 from elurepro.models.stacked_cnn import StackedConvNets  # noqa: E402
 from elurepro.runlog import device_name, has_native_bf16  # noqa: E402
 from elurepro.tasks import build_task  # noqa: E402
-from elurepro.trainer import _sgd  # noqa: E402
+from elurepro.trainer.optimizer import sgd  # noqa: E402
 
 R = TypeVar("R")
 
@@ -413,7 +413,7 @@ class StepRig:
 
     def run(self, start: int, steps: int) -> None:
         """Steps start .. start + steps - 1: batch, forward, loss, backward, SGD, as
-        ``Trainer._train`` does them (its log accumulation aside)."""
+        ``Trainer._step`` does them (its log accumulation aside)."""
         amp = (
             torch.autocast(self.stream.device.type, dtype=torch.bfloat16)
             if self.autocast
@@ -439,7 +439,7 @@ def step_rig(
     if cfg.execution.channels_last:
         pop.use_channels_last()
     pop.train()
-    opt = _sgd(pop, cfg.optim.momentum, cfg.optim.weight_decay)
+    opt = sgd(pop, cfg.optim.momentum, cfg.optim.weight_decay)
     for group in opt.param_groups:
         group["lr"] = cfg.optim.lr
     stream = TensorStream(split, cfg.train.batch_size, [m.seed for m in members], augment_of(case))

@@ -45,7 +45,7 @@ from elurepro.data.paths import resolve_cache_dir, resolve_data_root  # noqa: E4
 from elurepro.data.preprocess import whiten_cifar  # noqa: E402
 from elurepro.models.convnet import StackConvNet, with_classes  # noqa: E402
 from elurepro.runlog import git_commit  # noqa: E402
-from elurepro.trainer import _sgd  # noqa: E402
+from elurepro.trainer.optimizer import sgd  # noqa: E402
 
 
 @dataclass
@@ -155,7 +155,7 @@ def train_steps(
     net: StackConvNet, cfg, train_x: torch.Tensor, train_y: torch.Tensor, steps: int, scale: float
 ) -> list[float]:
     o, t = cfg.optim, cfg.train
-    opt = _sgd(net, float(o.momentum), float(o.weight_decay))
+    opt = sgd(net, float(o.momentum), float(o.weight_decay))
     for g in opt.param_groups:
         g["lr"] = float(o.lr)
     gen = torch.Generator().manual_seed(0)

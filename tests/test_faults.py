@@ -68,7 +68,9 @@ import errno, json, os, signal, time
 _spec = json.loads(os.environ.get("ELUREPRO_FAULT") or "null")
 if _spec:
     import elurepro.checkpoint as ck
-    import elurepro.trainer as tr
+    import elurepro.trainer.checkpointing as cp
+    from elurepro.trainer.evaluation import Evaluator
+    from elurepro.trainer.state import LoopState
 
     _what, _n, _calls = _spec["what"], _spec.get("n", 1), [0]
 
@@ -94,7 +96,7 @@ if _spec:
         setattr(owner, name, wrapper)
 
     def _at_step(fault):
-        def before(self, state, losses, out, x, y, step):
+        def before(state, step, *args):
             if step == _n:
                 fault()
         return before
@@ -119,17 +121,17 @@ if _spec:
             _signal(signal.SIGINT)
 
     if _what == "kill_in_training":  # during the training step _n
-        _wrap(tr.Trainer, "_accumulate", before=_at_step(_kill))
+        _wrap(LoopState, "add_step", before=_at_step(_kill))
     elif _what == "signal_in_training":  # one signal during the training step _n
-        _wrap(tr.Trainer, "_accumulate", before=_at_step(lambda: _signal(_spec["sig"])))
+        _wrap(LoopState, "add_step", before=_at_step(lambda: _signal(_spec["sig"])))
     elif _what == "kill_in_evaluation":  # at the start of the _n-th evaluation
-        _wrap(tr.Trainer, "_evaluate", before=lambda *a: _due() and _kill())
+        _wrap(Evaluator, "evaluate", before=lambda *a: _due() and _kill())
     elif _what == "kill_in_checkpoint":  # half-way through writing the _n-th checkpoint
         _wrap(ck, "_write_checkpoint", before=_half_then(_kill))
     elif _what == "kill_after_checkpoint":  # right after the _n-th checkpoint is written
-        _wrap(tr, "save_checkpoint", after=lambda: _due() and _kill())
+        _wrap(cp, "save_checkpoint", after=lambda: _due() and _kill())
     elif _what == "twice_in_evaluation":  # two Ctrl-C during the _n-th evaluation
-        _wrap(tr.Trainer, "_evaluate", before=_twice)
+        _wrap(Evaluator, "evaluate", before=_twice)
     elif _what == "twice_in_checkpoint":  # two Ctrl-C while the _n-th checkpoint is written
         _wrap(ck, "_write_checkpoint", before=_twice)
     elif _what == "enospc_in_checkpoint":  # the disk fills while the _n-th checkpoint is written

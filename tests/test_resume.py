@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from elurepro.checkpoint import load_checkpoint, save_checkpoint
+from elurepro.runlog import running_sessions
+from elurepro.trainer.recorder import Recorder
 from tests.cifar_files import write_cifar10
 from tests.hydra_utils import load_config
 from tests.imagenet_files import write_image_folder
 from tests.test_imagenet_train import _ddp_worker, _free_port
-from tests.train_utils import records, train
+from tests.train_utils import member_dir, mnist_smoke, records, summary, train
 
 ARGS = [
     "experiment=mnist_meanact",
@@ -80,6 +83,62 @@ def test_interrupted_run_continues_to_identical_metrics(sig, mnist_root, tmp_pat
     assert again.returncode == 0, again.stderr
     assert len(list(cut.rglob("summary.json"))) == 2
     assert _metrics(cut) == _metrics(whole)
+
+
+def test_a_summary_after_a_resume_has_the_values_logged_before_it(mnist_root, tmp_path):
+    """A member that diverges after a resume: its summary's final values include those last
+    logged before the stop (the evaluation of step 0), as in an uninterrupted run. The loop
+    carries them in its checkpoint; a checkpoint of an earlier version, without them, has them
+    read back from the member's metrics.jsonl."""
+    args = [
+        "members.activations=[relu]",
+        "members.lrs=[0.01,10.0]",
+        "members.seeds=[0]",
+        "budget.max_steps=40",
+        "train.unit=step",
+        "train.length=40",
+        "train.log_every=1",
+        "train.eval_every=20",  # at steps 0, 10, ...: the member diverges before step 10
+        "train.act_every=20",
+    ]
+    member = "relu-lr10-s0"
+    whole, _ = train(mnist_smoke(mnist_root, tmp_path / "whole", *args))
+    expected = summary(whole, member)
+    assert 2 < expected["diverged_at_step"] < 10 and "val/loss" in expected["final"]
+    for name in ("cut", "earlier-version"):
+        cfg = mnist_smoke(mnist_root, tmp_path / name, *args)
+        cut, status = train(cfg, stop_at=2)
+        assert status == "interrupted"
+        if name == "earlier-version":
+            (path,) = cut.root.rglob("checkpoint.pt")
+            state = load_checkpoint(path)
+            del state["final"]
+            save_checkpoint(path, state, step=2)
+        _, status = train(cfg)
+        assert status == "finished"
+        got = summary(cut, member)
+        assert json.dumps(got["final"]) == json.dumps(expected["final"]), name
+        assert got["diverged_at_step"] == expected["diverged_at_step"], name
+
+
+def test_a_resumed_member_shows_as_running_until_it_ends(mnist_root, tmp_path, monkeypatch):
+    """TensorBoard's HParams tab: Running again while a resumed member trains, its result after."""
+    cfg = mnist_smoke(mnist_root, tmp_path, "members.activations=[elu]", "budget.max_seeds=1")
+    cut, status = train(cfg, stop_at=2)
+    assert status == "interrupted"
+    folder = member_dir(cut, "elu-s0")
+    assert not running_sessions(folder)  # the stopped worker took its session with it
+    seen = []
+    log_point = Recorder.log_point
+
+    def watched(self, state, *args, **kwargs):
+        seen.append(len(running_sessions(folder)))
+        return log_point(self, state, *args, **kwargs)
+
+    monkeypatch.setattr(Recorder, "log_point", watched)
+    _, status = train(cfg)
+    assert status == "finished" and seen and all(n == 1 for n in seen), seen
+    assert not running_sessions(folder) and summary(cut, "elu-s0")["status"] == "finished"
 
 
 # ------------------------------------------------------------------ nets with dropout

@@ -16,7 +16,7 @@ from elurepro.models.mlp import StackedMLP
 from elurepro.models.population import MemberList
 from elurepro.models.stacked_cnn import StackedConvNets, dropout_seed
 from elurepro.monitor import ActivationMonitor
-from elurepro.trainer import _sgd
+from elurepro.trainer.optimizer import sgd
 
 # Activation-major, seeds innermost (the suite's order): 4 units x 3 seeds.
 UNITS = ["elu", "lrelu", "relu", "srelu"]
@@ -128,7 +128,7 @@ def test_fused_training_equals_plain_training():
     models = {"plain": _mlp(), "fused": _mlp()}
     models["plain"].fused = False
     for name, pop in models.items():
-        opt = _sgd(pop, 0.5, 0.0)
+        opt = sgd(pop, 0.5, 0.0)
         for g in opt.param_groups:
             g["lr"] = 0.05
         for step in range(10):
@@ -186,7 +186,7 @@ def test_stacked_cnn_member_equals_member_alone(convention):
     for net, gen in zip(alone, gens):
         net.to(memory_format=torch.channels_last)
         net.use_dropout_generator(gen)
-    optims = [_sgd(m, 0.9, 5e-4) for m in [*alone, pop]]
+    optims = [sgd(m, 0.9, 5e-4) for m in [*alone, pop]]
     for opt in optims:
         for group in opt.param_groups:
             group["lr"] = 0.05

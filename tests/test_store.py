@@ -18,11 +18,11 @@ from omegaconf import OmegaConf
 from elurepro import assemble
 from elurepro.analysis.report import analyze_all
 from elurepro.checkpoint import save_checkpoint, write_json
-from elurepro.recorder import FencedLog
 from elurepro.store.claims import LOCK, ClaimLost, Claims, read_claim, try_claim
 from elurepro.store.identity import ADDED_LATER, config_key
 from elurepro.store.work import StoreConfig, SweepWorker
 from elurepro.train import run
+from elurepro.trainer.recorder import FencedLog
 from tests.hydra_utils import experiments, load_config
 from tests.mnist_files import write_mnist
 from tests.train_utils import member_dir, mnist_smoke, records, train
@@ -447,8 +447,7 @@ import json, os, signal
 _spec = json.loads(os.environ.get("ELUREPRO_PAUSE") or "null")
 if _spec:
     import elurepro.checkpoint as ck
-    import elurepro.recorder as rec
-    import elurepro.trainer as tr
+    import elurepro.trainer.recorder as rec
 
     _paused = []
 
@@ -466,7 +465,7 @@ if _spec:
     if _spec["what"] == "log":  # before the metrics line of a log point
         _wrap(rec.FencedLog, "log", lambda log, record: record["step"] == _spec["step"])
     elif _spec["what"] == "final":  # before the final evaluation's line and the summaries
-        _wrap(tr.Trainer, "_finish", lambda *args: True)
+        _wrap(rec.Recorder, "finish", lambda *args: True)
     elif _spec["what"] == "checkpoint":  # half-way through writing a checkpoint
         _wrap(ck, "_write_checkpoint", lambda f, state, info: info["step"] == _spec["step"])
 """

@@ -195,9 +195,9 @@ def test_short_run_on_real_mnist_keeps_elu_median_closest_to_zero(shared_data, t
 def test_bf16_warns_only_where_it_would_be_emulated(native, mnist_root, tmp_path, monkeypatch):
     import warnings
 
-    from elurepro import trainer as trainer_module
+    from elurepro.trainer import execution
 
-    monkeypatch.setattr(trainer_module, "has_native_bf16", lambda device: native)
+    monkeypatch.setattr(execution, "has_native_bf16", lambda device: native)
     cfg = _cfg(mnist_root, tmp_path, "execution.bf16=true")
     members = assemble.build_members(cfg)
     device = torch.device("cpu")

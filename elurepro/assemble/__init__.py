@@ -24,10 +24,12 @@ from elurepro.models.population import Population
 from elurepro.models.registry import ModelContext
 from elurepro.models.registry import build_population as _registry_population
 from elurepro.runlog import device_name, git_commit
+from elurepro.store.claims import Claims
 from elurepro.store.identity import SweepIdentity, config_key
 from elurepro.store.sweep import Sweep
 from elurepro.tasks import TASK_KEYS, build_task
-from elurepro.trainer import ExecConfig, Trainer
+from elurepro.trainer import ExecConfig, Outputs, Trainer, TrainingData
+from elurepro.trainer.recorder import no_fence
 
 __all__ = [
     "DataBundle",
@@ -116,12 +118,14 @@ def build_trainer(
     run_dir: Path,
     dist: DistContext | None = None,
     sweep: Sweep | None = None,
-    claims: Any = None,
+    claims: Claims | None = None,
     done: Sequence[bool] | None = None,
+    command: str | None = None,
 ) -> Trainer:
     """A trainer for one population. With a ``sweep``, members live in the sweep's folders and
     the checkpoint in its population folder ``run_dir``; without, everything goes under
-    ``run_dir`` (``members/<id>/``: benchmarks and tests)."""
+    ``run_dir`` (``members/<id>/``: benchmarks and tests). ``command``: the command line that
+    started the run, for provenance.json, summaries and TensorBoard's text."""
     o, b = cfg.optim, cfg.budget
     seeds = [m.seed for m in members]
     if data.stream is not None:
@@ -154,6 +158,8 @@ def build_trainer(
         "threads": torch.get_num_threads(),
         "processes": dist.world_size if dist is not None else 1,
     }
+    if command is not None:
+        provenance["command"] = command
     extra = {
         "experiment": cfg.name,
         "dataset": data.info["name"],
@@ -169,6 +175,7 @@ def build_trainer(
         member_dirs = [Path(run_dir) / "members" / m.id for m in members]
         records = [m.record(**extra) for m in members]
     model = cfg.model
+    monitor = data.monitor if cfg.train.act_every is not None else None
     return Trainer(
         population=population,
         task=build_task(
@@ -176,19 +183,23 @@ def build_trainer(
             top5=bool(model.get("top5", False)),
             pixel_reduction=model.get("pixel_reduction", "mean"),
         ),
-        stream=stream,
-        eval_splits=data.eval_splits,
-        final_splits=data.final_splits,
-        monitor_split=data.monitor if cfg.train.act_every is not None else None,
+        data=TrainingData(
+            stream=stream,
+            eval_splits=data.eval_splits,
+            final_splits=data.final_splits,
+            monitor=monitor,
+            theory_images=cfg.monitor.theory_images if cfg.monitor.theory else None,
+        ),
         loop=plan.loop,
         optim=plan.optim,
-        run_dir=run_dir,
-        member_dirs=member_dirs,
-        members=records,
-        provenance=provenance,
+        output=Outputs(
+            population=Path(run_dir),
+            member_dirs=member_dirs,
+            members=records,
+            provenance=provenance,
+            done=done,
+            fence=claims.check if claims is not None else no_fence,
+        ),
         execution=ExecConfig(**OmegaConf.to_container(cfg.execution, resolve=True)),
         dist=dist,
-        claims=claims,
-        done=done,
-        theory_images=cfg.monitor.theory_images if cfg.monitor.theory else None,
     )

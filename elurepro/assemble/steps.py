@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from elurepro.errors import ConfigError
 from elurepro.schedule import DropoutPhase, PiecewiseConstant
-from elurepro.trainer import LoopConfig, OptimConfig
+from elurepro.trainer.config import LoopConfig, OptimConfig
 
 
 @dataclass

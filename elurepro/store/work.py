@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from elurepro import distributed
+from elurepro.checkpoint import CHECKPOINT
 from elurepro.distributed import DistContext
 from elurepro.members import MemberSpec
 from elurepro.store.claims import (
@@ -28,7 +29,6 @@ from elurepro.store.claims import (
     try_claim,
 )
 from elurepro.store.sweep import Sweep
-from elurepro.trainer import CHECKPOINT
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,36 @@
+"""One SGD over every member's parameters; per-member learning rates by scaling the losses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from elurepro.models.mlp import StackedLinear
+
+
+def sgd(population: nn.Module, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD with weight decay on conv / linear weights only (U4), never on biases or BN."""
+    decay, no_decay = [], []
+    for module in population.modules():
+        for name, p in module.named_parameters(recurse=False):
+            is_weight = name == "weight" and isinstance(
+                module, (nn.Conv2d, nn.Linear, StackedLinear)
+            )
+            (decay if is_weight else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(
+        [g for g in groups if g["params"]], lr=1.0, momentum=momentum, foreach=True
+    )
+
+
+def member_lr_scales(scales: Sequence[float] | None, k: int, weight_decay: float) -> list[float]:
+    """Each member's factor on the schedule's learning rate (all 1 unless given)."""
+    scales = list(scales or [1.0] * k)
+    if weight_decay and len(set(scales)) > 1:
+        raise ValueError("per-member learning rates need weight_decay == 0 to stay exact")
+    return scales
