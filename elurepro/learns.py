@@ -10,11 +10,16 @@ A member passes when
    ``START_FACTOR`` times the loss of a net whose outputs are all zero (ln C for C classes; ln 2
    per pixel for the autoencoder's mean binary cross-entropy);
 2. it **never diverges** (no non-finite loss);
-3. it **learns**: its mean training loss over the last third of the iterations is below the mean
-   over the first third by at least ``MARGIN`` (relative). A member trained at a smaller
-   learning rate than the protocol's own (the autoencoder's 1e-3 to 1e-5, Fig. 3) moves less
-   than the batch-to-batch noise in so few iterations: it must instead end with a lower
-   evaluation loss than it started with, on the same images.
+3. it **learns**: its loss on the evaluation split after the last step is at least ``MARGIN``
+   (relative) below both its own start and the all-zero output's loss, so it predicts held-out
+   images better than chance (the autoencoder: below its own start), and its mean training
+   loss over the last third of the iterations is below the first third's. The evaluation loss
+   decides because it is measured on the same images in evaluation mode: the training loss of
+   the first iterations carries dropout's noise, and in the CIFAR nets it can fall from that
+   transient back to ln C without learning anything (docs/protocol.md §4.1). A member trained
+   at a smaller learning rate than the protocol's own (the autoencoder's 1e-3 to 1e-5, Fig. 3)
+   moves little in so few iterations: it must only end with a lower evaluation loss than it
+   started with.
 
 It proves that a protocol's start and first steps are healthy; it does not prove that a run
 reaches the paper's numbers, nor anything about later schedule phases.
@@ -73,8 +78,9 @@ CASES: dict[str, Case] = {
         # ReLU and LReLU without BN start small under N(0, 1/fan_in) and fall by under 1% in
         # their first 60 iterations; by 300 they learn (results/learns/README.md).
         Case("cifar100_11layer", "cifar10", 300),
-        # Table 1 trains ELU only; ReLU beside it so that a user can compare.
-        Case("cifar_18layer", "cifar10", 60, ("members.activations=[elu,relu]",)),
+        # Table 1 trains ELU only; ReLU beside it so that a user can compare. The ELU member
+        # leaves ln C after about 200 iterations (results/learns/cifar_18layer-elu-300.md).
+        Case("cifar_18layer", "cifar10", 300, ("members.activations=[elu,relu]",)),
         Case("imagenet_15layer_spp", "imagenet", 60, (), "tiny-imagenet-10"),
     )
 }
@@ -115,9 +121,11 @@ def judge(
     summary: dict,
     reference: float,
     lr: float,
+    task: str = "classification",
 ) -> Verdict:
     """The three checks on one member's metrics.jsonl records and summary.json; ``lr``: the
-    protocol's own learning rate."""
+    protocol's own learning rate. A reconstruction's all-zero output is no yardstick of chance
+    (MNIST is mostly black): an autoencoder must beat its own start only."""
     evals = [r for r in records if _eval_loss(r) is not None]
     start = _eval_loss(evals[0]) if evals and evals[0].get("step") == 0 else math.nan
     end = _eval_loss(evals[-1]) if evals else math.nan
@@ -145,11 +153,23 @@ def judge(
                 f"at lr {own_lr:g} (below the protocol's {lr:g}): evaluation loss "
                 f"{start:.5g} -> {end:.5g}, not lower"
             )
-    elif not last < (1 - MARGIN) * first:
-        problems.append(
-            f"training loss {first:.4g} (first third) -> {last:.4g} (last third): "
-            f"not {MARGIN:.0%} lower"
-        )
+    else:
+        chance = task == "classification"
+        bar = (1 - MARGIN) * (min(start, reference) if chance else start)
+        if not end <= bar:
+            what = (
+                f"both its start and the all-zero output's {reference:.4g}"
+                if chance
+                else "its start"
+            )
+            problems.append(
+                f"evaluation loss {start:.4g} -> {end:.4g}: not {MARGIN:.0%} below {what} "
+                f"(needs <= {bar:.4g})"
+            )
+        if not last < first:
+            problems.append(
+                f"training loss {first:.4g} (first third) -> {last:.4g} (last third): not lower"
+            )
     return Verdict(
         experiment, member, start, end, reference, first, last, status, problems=problems
     )
@@ -231,7 +251,8 @@ def check(
         reference = zero_output_loss(cfg, sweep["data"].get("num_classes"))
         member = str(summary.parent.relative_to(summary.parents[2]))
         lr = float(cfg.optim.lr)
-        verdict = judge(case.experiment, member, run.records, run.summary, reference, lr)
+        task = str(cfg.model.task)
+        verdict = judge(case.experiment, member, run.records, run.summary, reference, lr, task)
         verdict.data = sweep["data"].get("description", sweep["data"].get("name", ""))
         verdicts.append(verdict)
     if not verdicts:
@@ -254,8 +275,10 @@ def report(verdicts: Sequence[Verdict], steps: dict[str, int], device: str, argv
         + ". A check of the first iterations at `budget=learns`: never a reproduction.",
         "",
         f"Each member: evaluation loss before the first step at most {START_FACTOR} x the "
-        f"all-zero output's; no divergence; mean training loss of the last third of the "
-        f"iterations at least {MARGIN:.0%} below the first third's.",
+        f"all-zero output's; no divergence; evaluation loss after the last step at least "
+        f"{MARGIN:.0%} below both its start and the all-zero output's (the autoencoder: below "
+        f"its start); mean training loss of the last third of the iterations below the first "
+        f"third's.",
         "",
         "| experiment | iterations | member | evaluation loss start → end (all-zero outputs) "
         "| training loss, first → last third | verdict |",
@@ -274,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m elurepro.learns",
         description="Train each paper configuration for its first iterations on real data and "
-        "fail unless every member starts sane, never diverges and its training loss falls.",
+        "fail unless every member starts sane, never diverges and learns.",
     )
     p.add_argument("--only", default=",".join(CASES), help="comma-separated experiments")
     p.add_argument("--steps", type=int, default=None, help="iterations (default: per experiment)")
