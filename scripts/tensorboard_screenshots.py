@@ -46,6 +46,7 @@ from PIL import Image
 from elurepro.analysis.tb_export import mean_std_prefix
 from elurepro.runlog import tb_tag
 from elurepro.tblinks import (
+    MEAN_STD_DIR,
     SERVER,
     custom_scalars_url,
     figure_tags,
@@ -54,6 +55,7 @@ from elurepro.tblinks import (
     run_prefix,
 )
 
+ATTEMPTS = 3  # pictures of a Time Series view before giving up
 WAIT_S = 180  # the longest we wait for TensorBoard to have read the folder
 
 
@@ -82,8 +84,15 @@ def _members(logdir: Path) -> tuple[set[str], set[str]]:
 
 
 def _wait_until_loaded(base: str, logdir: Path, proc: subprocess.Popen) -> None:
-    """Until every member run is listed and every ended one has its HParams session."""
+    """Until every member run and every mean ± std run serves its scalars, and every ended
+    member has its HParams session. (A run is listed before its scalars are read: a view opened
+    then draws empty cards.)"""
     members, ended = _members(logdir)
+    curves = members | {
+        run.relative_to(logdir).as_posix()
+        for run in logdir.rglob(f"{MEAN_STD_DIR}/*")
+        if run.is_dir()
+    }
     request = {
         "experimentName": "",
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
@@ -96,15 +105,25 @@ def _wait_until_loaded(base: str, logdir: Path, proc: subprocess.Popen) -> None:
         if proc.poll() is not None:
             sys.exit(f"TensorBoard exited with status {proc.returncode}")
         try:
-            runs = set(_get(f"{base}/data/runs"))
+            scalars = _get(f"{base}/data/plugin/scalars/tags")
+            served = {run for run, tags in scalars.items() if tags}
             groups = _get(f"{base}/data/plugin/hparams/session_groups", request)["sessionGroups"]
             sessions = {s["name"] for g in groups for s in g["sessions"]}
-            if members <= runs and ended <= sessions:
+            if curves <= served and ended <= sessions:
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError):
             pass  # not listening, or not everything read yet
         time.sleep(1.0)
-    sys.exit(f"TensorBoard did not serve all {len(members)} members within {WAIT_S} s")
+    sys.exit(f"TensorBoard did not serve all {len(curves)} runs within {WAIT_S} s")
+
+
+def _first_card_blank(path: Path) -> bool:
+    """Whether a Time Series view's first card is still empty: under load, headless Chromium
+    can take the picture before the card's data has come (the same URL draws it a moment
+    later)."""
+    with Image.open(path) as image:
+        card = image.convert("L").crop((330, 230, 750, 460))
+        return card.getextrema()[0] > 245  # not one pixel darker than near-white: no axis, no line
 
 
 def _fragment(tab: str, **state: str) -> str:
@@ -204,12 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _wait_until_loaded(base, logdir, proc)
-        with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-            for name, (state, size) in shown.items():
-                path = args.out / name
-                url = f"{base}/{state}"
-                _screenshot(args.chromium, url, path, size, 30_000, Path(profile))
-                print(f"{path} ({path.stat().st_size // 1024} KB): {url}")
+        for name, (state, size) in shown.items():
+            path = args.out / name
+            url = f"{base}/{state}"
+            for _ in range(ATTEMPTS):
+                # A fresh profile each time: TensorBoard keeps settings of the last view in the
+                # browser's storage, and they must not leak into the next one.
+                with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+                    _screenshot(args.chromium, url, path, size, 30_000, Path(profile))
+                if not (url.endswith("#timeseries") and _first_card_blank(path)):
+                    break
+            else:
+                sys.exit(f"{path}: Time Series drew no curves in {ATTEMPTS} attempts")
+            print(f"{path} ({path.stat().st_size // 1024} KB): {url}")
     finally:
         proc.terminate()
         try:
