@@ -126,7 +126,7 @@ def build_trainer(
     the checkpoint in its population folder ``run_dir``; without, everything goes under
     ``run_dir`` (``members/<id>/``: benchmarks and tests). ``command``: the command line that
     started the run, for provenance.json, summaries and TensorBoard's text."""
-    o, b = cfg.optim, cfg.budget
+    b = cfg.budget
     seeds = [m.seed for m in members]
     if data.stream is not None:
         stream = data.stream(seeds)
@@ -134,11 +134,6 @@ def build_trainer(
         stream = TensorStream(data.train, cfg.train.batch_size, seeds, data.augment)
     lrs = [m.lr for m in members]
     plan = plan_steps(cfg, stream.steps_per_epoch, lrs)
-    if o.weight_decay and len(set(lrs)) > 1:
-        raise ConfigError(
-            "several learning rates in one population need optim.weight_decay=0; "
-            "set population.max_members so that each population has one learning rate"
-        )
     population = build_population(
         cfg, members, device, data.info.get("num_classes"), data.input_size
     )

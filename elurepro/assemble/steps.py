@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from elurepro.errors import ConfigError
 from elurepro.schedule import DropoutPhase, PiecewiseConstant
 from elurepro.trainer.config import LoopConfig, OptimConfig
 
@@ -38,11 +37,6 @@ def plan_steps(cfg: DictConfig, steps_per_epoch: int, lrs: Sequence[float]) -> S
         # At least four log points however short the budget.
         return None if x is None else max(1, min(round(x * per_unit), total // 4 or 1))
 
-    if len(o.lr_values) != len(o.milestones):
-        raise ConfigError(
-            f"optim.milestones ({len(o.milestones)}) and optim.lr_values "
-            f"({len(o.lr_values)}) need the same length"
-        )
     # The schedule is defined for optim.lr; members with another learning rate scale it.
     top = max(lrs)
     values = [v * (top / o.lr) for v in [o.lr, *o.lr_values]]

@@ -3,6 +3,9 @@
 A new model is one module (its ``nn.Module``), one entry here, and its YAML files
 (``configs/model/<name>.yaml`` with ``kind: <entry>``, and an experiment file). Every key of the
 model YAML except ``kind`` and the task's keys is passed to the entry's builder as a keyword.
+An entry may declare its keys (``schema``: a dataclass extending ``config.schema.Model``) and
+the constraints that tie them to the data and the schedule (``constraints``); the validator
+applies both before anything runs. Without a schema, the builder's signature is the check.
 A model that lives outside this package needs no entry here: ``kind: <module>:<attribute>``
 names its ``ModelEntry`` directly (imported when the config is built).
 
@@ -17,13 +20,26 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from elurepro.config.checks import (
+    POSITIVE,
+    PROBABILITY,
+    anything,
+    bad,
+    boolean,
+    choice,
+    integer,
+    items,
+    number,
+    show,
+)
+from elurepro.config.schema import CLASSES, OPTIONAL, Model, key
 from elurepro.errors import ConfigError
 from elurepro.members import MemberSpec
 from elurepro.models.population import MemberList, Population
@@ -44,11 +60,42 @@ MemberBuilder = Callable[..., nn.Module]
 PopulationBuilder = Callable[..., Population]
 
 
+# constraints(model, data set name, optim.dropout_phases): ConfigError (one line) if violated
+Constraints = Callable[[Mapping[str, Any], str, Sequence[Mapping[str, Any]]], None]
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     member: MemberBuilder | None = None
     population: PopulationBuilder | None = None
     batchnorm: bool = False  # whether members may have a BatchNorm variant
+    schema: type[Model] | None = None  # its YAML keys; None: the builder's signature only
+    constraints: Constraints | None = None
+
+
+def _no_dropout(phases: Sequence[Mapping[str, Any]], why: str) -> None:
+    for i, phase in enumerate(phases):
+        if any(phase["rates"]):
+            raise bad(f"optim.dropout_phases[{i}].rates", phase["rates"], f"zeros ({why})")
+
+
+# ------------------------------------------------------------------ mlp
+@dataclass
+class MlpModel(Model):
+    sizes: list[int] = key(OPTIONAL, items(integer(1), "integers >= 1", min_len=2))
+
+
+def _mlp_constraints(
+    model: Mapping[str, Any], data: str, phases: Sequence[Mapping[str, Any]]
+) -> None:
+    if data == "mnist":  # the ends are fixed by the images and the task
+        sizes = model["sizes"]
+        last = 784 if model["task"] == "reconstruction" else 10
+        if sizes[0] != 784 or sizes[-1] != last:
+            raise bad(
+                "model.sizes", sizes, f"784 inputs and {last} outputs for MNIST ({model['task']})"
+            )
+    _no_dropout(phases, "MLPs: no dropout")
 
 
 def _mlp(members: Sequence[MemberSpec], ctx: ModelContext, sizes: Sequence[int]) -> Population:
@@ -69,6 +116,51 @@ def _mlp(members: Sequence[MemberSpec], ctx: ModelContext, sizes: Sequence[int])
     )
 
 
+# ------------------------------------------------------------------ convnet
+@dataclass
+class ConvNetModel(Model):
+    in_channels: int = key(OPTIONAL, integer(1))
+    input_size: int = key(OPTIONAL, integer(1))
+    # the paper's stack notation, parsed by the constraints
+    stacks: list[Any] = key(OPTIONAL, items(anything, "stacks", min_len=1))
+    dropout: list[float] = key(OPTIONAL, items(PROBABILITY, "rates in [0, 1)"))  # per stack
+    # U2: padding and pooling conventions (A: 2x2 convs pad 1, ceil-mode pooling)
+    convention: Literal["A", "B", "C", "V"] = key(OPTIONAL, choice("A", "B", "C", "V"))
+    dropout_all_layers: bool = key(OPTIONAL, boolean)
+    # U3: weights ~ N(0, init_gain / fan); runs before these keys were He-initialised
+    init_fan: Literal["fan_in", "fan_out"] = key(
+        OPTIONAL, choice("fan_in", "fan_out"), added_later="fan_in"
+    )
+    init_gain: float = key(OPTIONAL, POSITIVE, added_later=2.0)
+    # U28: a class-score map larger than 1x1 is reduced by max (or avg)
+    score_pool: Literal["max", "avg"] = key(OPTIONAL, choice("max", "avg"), added_later="max")
+
+
+def _convnet_constraints(
+    model: Mapping[str, Any], data: str, phases: Sequence[Mapping[str, Any]]
+) -> None:
+    from elurepro.models.convnet import layer_shapes, parse_stack, with_classes
+
+    for i, stack in enumerate(model["stacks"]):
+        try:
+            parse_stack(stack)
+        except ConfigError as err:
+            raise ConfigError(f"model.stacks[{i}]={show(stack)}: {err}") from None
+    size, channels = model.get("input_size"), model.get("in_channels")
+    if data in CLASSES and size is not None and channels is not None:
+        stacks = with_classes(model["stacks"], CLASSES[data])
+        try:  # a map that vanishes in some layer, named by the shape table
+            layer_shapes(stacks, channels, size, model.get("convention", "A"))
+        except ConfigError as err:
+            raise ConfigError(f"model.stacks: {err}") from None
+    n = len(model["stacks"])
+    if len(model.get("dropout", [])) != n:
+        raise bad("model.dropout", model.get("dropout"), f"{n} rates, one per stack")
+    for i, phase in enumerate(phases):
+        if len(phase["rates"]) != n:
+            raise bad(f"optim.dropout_phases[{i}].rates", phase["rates"], f"{n} rates (stacks)")
+
+
 def _convnet(
     activation: Callable[[], nn.Module],
     batchnorm: bool,
@@ -82,6 +174,33 @@ def _convnet(
         raise ConfigError("the conv nets need a data set with classes")
     return StackConvNet(
         with_classes(stacks, ctx.num_classes), activation=activation, batchnorm=batchnorm, **params
+    )
+
+
+# ------------------------------------------------------------------ spp
+@dataclass
+class SppModel(Model):
+    in_channels: int = key(OPTIONAL, integer(1))
+    conv1: list[int] = key(  # U23
+        OPTIONAL, items(integer(0), "integers (channels, kernel, stride, pad)", length=4)
+    )
+    # (layers, channels, kernel), 'same' padding, 2x2/2 max pooling after each
+    conv_stacks: list[list[int]] = key(
+        OPTIONAL,
+        items(
+            items(integer(1), "integers (layers, channels, kernel)", length=3), "stacks", min_len=1
+        ),
+    )
+    spp_levels: list[int] = key(OPTIONAL, items(integer(1), "integers >= 1", min_len=1))  # U24
+    pool_before_spp: bool = key(OPTIONAL, boolean)
+    fc: list[int] = key(OPTIONAL, items(integer(1), "integers >= 1"))
+    fc_dropout: float = key(OPTIONAL, PROBABILITY)
+    init_gain: float = key(OPTIONAL, POSITIVE, added_later=2.0)  # U3
+    # U29: the class-score layer's own gain
+    classifier_gain: float | None = key(
+        OPTIONAL,
+        number(0.0, low_open=True, null="init_gain like every other layer"),
+        added_later=None,
     )
 
 
@@ -109,9 +228,11 @@ def _spp(
 
 
 MODELS: dict[str, ModelEntry] = {
-    "mlp": ModelEntry(population=_mlp),
-    "convnet": ModelEntry(member=_convnet, batchnorm=True),
-    "spp": ModelEntry(member=_spp),
+    "mlp": ModelEntry(population=_mlp, schema=MlpModel, constraints=_mlp_constraints),
+    "convnet": ModelEntry(
+        member=_convnet, batchnorm=True, schema=ConvNetModel, constraints=_convnet_constraints
+    ),
+    "spp": ModelEntry(member=_spp, schema=SppModel),
 }
 
 
@@ -142,6 +263,18 @@ def model_entry(kind: str) -> ModelEntry:
     return entry
 
 
+def check_params(kind: str, params: Mapping[str, Any]) -> None:
+    """ConfigError unless the builder of ``kind`` takes exactly these YAML keys (a key it does
+    not take, or one it needs and the YAML lacks)."""
+    entry = model_entry(kind)
+    builder = entry.population or entry.member
+    leading = (None, None) if entry.population is not None else (None, False, None)
+    try:
+        inspect.signature(builder).bind(*leading, **params)
+    except TypeError as err:
+        raise ConfigError(f"model (kind {kind}, configs/model/): {err}") from None
+
+
 def build_population(
     kind: str, params: dict[str, Any], members: Sequence[MemberSpec], ctx: ModelContext
 ) -> Population:
@@ -151,12 +284,7 @@ def build_population(
         raise ConfigError(
             f"the {kind} model has no BatchNorm variant; set members.batchnorm=[false]"
         )
-    builder = entry.population or entry.member
-    leading = (members, ctx) if entry.population is not None else (None, False, ctx)
-    try:  # a YAML key the builder does not take, or one it needs, is a config error
-        inspect.signature(builder).bind(*leading, **params)
-    except TypeError as err:
-        raise ConfigError(f"model kind {kind!r} (configs/model/): {err}") from None
+    check_params(kind, params)
     if entry.population is not None:
         return entry.population(members, ctx, **params)
     nets = []

@@ -18,9 +18,11 @@ So the folder depends on nothing about the rest of the sweep: re-running any sub
 any worker, finds the members already done. ``member_key`` (stored in ``member.json``) is the full
 hash behind the folder name and is checked on every use.
 
-A configuration key added after runs existed must not move them: ``ADDED_LATER`` lists such keys
-with the value that computes what those runs computed; at that value the key is left out of the
-hash, whether present or absent.
+Which keys change the mathematics is said once, in the schema (``elurepro/config/schema.py``,
+each field's ``identity`` and ``only_for_model_kind``; a model kind's keys beside its registry
+entry). A configuration key added after runs existed must not move them: its field's
+``added_later`` is the value that computes what those runs computed (``ADDED_LATER`` collects
+them); at that value the key is left out of the hash, whether present or absent.
 """
 
 from __future__ import annotations
@@ -28,44 +30,45 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-# Top-level keys that say where, how visibly or by whom a run happens, or which members a command
-# asked for: never part of a member's identity.
-NOT_MATHEMATICS = (
-    "runs_dir",
-    "cache_dir",
-    "device",
-    "progress",
-    "population",
-    "members",
-    "worker",
-    "store",
-    "hydra",
-)
-NOT_MATHEMATICS_NESTED = {
-    "data": ("root", "download", "workers"),
-    "train": ("checkpoint_minutes", "eval_batch_size"),
-    "execution": ("channels_last", "compile", "compile_mode"),
-    # The name of a schedule's reading; its milestones and phases are what it computes.
-    "optim": ("schedule",),
-    # The budget's name is in the folder path; max_seeds only selects members.
-    "budget": ("name", "max_seeds"),
-}
-# Budget keys that only the SPP net reads: out of every other model's identity.
-SPP_ONLY_BUDGET = ("width", "resize", "crop")
-# (section, key) -> the value that computes what runs made before the key existed computed.
-ADDED_LATER: dict[tuple[str, str], Any] = {
-    ("execution", "tf32"): False,
-    ("monitor", "theory"): False,
-    ("monitor", "theory_images"): 1000,
-    ("budget", "stop_after"): None,
-    ("model", "init_fan"): "fan_in",
-    ("model", "init_gain"): 2.0,
-    ("model", "score_pool"): "max",
-    ("model", "classifier_gain"): None,
-}
+from elurepro.config.schema import DATA, NEVER, Config, sections
+
+
+def _schemas(tree: Mapping[str, Any]) -> dict[str, type]:
+    """Section name -> its schema, for the sections of ``tree`` (the data set's and the model
+    kind's where they are known)."""
+    from elurepro.models.registry import MODELS
+
+    out = sections(Config)
+    name = (tree.get("data") or {}).get("name")
+    if name in DATA:
+        out["data"] = DATA[name]
+    entry = MODELS.get((tree.get("model") or {}).get("kind"))
+    if entry is not None and entry.schema is not None:
+        out["model"] = entry.schema
+    return out
+
+
+def _added_later() -> dict[tuple[str, str], Any]:
+    """(section, key) -> the value that computes what runs made before the key existed
+    computed, over every section, data set and registered model kind."""
+    from elurepro.models.registry import MODELS
+
+    schemas = [*sections(Config).items(), *(("data", s) for s in DATA.values())]
+    schemas += [("model", e.schema) for e in MODELS.values() if e.schema is not None]
+    out: dict[tuple[str, str], Any] = {}
+    for section, schema in schemas:
+        for f in fields(schema):
+            if f.metadata.get("added_later", NEVER) is not NEVER:
+                out[(section, f.name)] = f.metadata["added_later"]
+    return out
+
+
+# A model key's old value is the same for every kind that has the key (checked by the tests),
+# so a key added later is left out whichever kind the config is.
+ADDED_LATER = _added_later()
 
 
 def _digest(obj: Any) -> str:
@@ -75,14 +78,19 @@ def _digest(obj: Any) -> str:
 def mathematics(config: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a resolved config (plain dict) that changes what a member computes."""
     tree = json.loads(json.dumps(config, default=str))  # a deep, plain copy
-    for key in NOT_MATHEMATICS:
-        tree.pop(key, None)
-    for section, keys in NOT_MATHEMATICS_NESTED.items():
-        for key in keys:
-            (tree.get(section) or {}).pop(key, None)
-    if (tree.get("model") or {}).get("kind") != "spp":
-        for key in SPP_ONLY_BUDGET:
-            (tree.get("budget") or {}).pop(key, None)
+    tree.pop("hydra", None)  # Hydra's own node, where a command composes with it
+    kind = (tree.get("model") or {}).get("kind")
+    for f in fields(Config):
+        if not f.metadata["identity"]:
+            tree.pop(f.name, None)
+    for section, schema in _schemas(tree).items():
+        part = tree.get(section)
+        if not isinstance(part, dict):
+            continue
+        for f in fields(schema):
+            only = f.metadata["only_for_model_kind"]
+            if not f.metadata["identity"] or (only is not None and only != kind):
+                part.pop(f.name, None)
     for (section, key), default in ADDED_LATER.items():
         part = tree.get(section)
         if isinstance(part, dict) and part.get(key, default) == default:

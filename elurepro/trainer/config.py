@@ -1,6 +1,7 @@
 """What the loop is told: lengths and intervals, the optimiser's schedule, how the mathematics runs.
 
-Plain values, filled in by ``elurepro/assemble`` from the Hydra config.
+Plain values, filled in by ``elurepro/assemble`` from the Hydra config (``LoopConfig`` and
+``OptimConfig`` in steps, after the budget).
 """
 
 from __future__ import annotations
@@ -8,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from elurepro.config.schema import Execution
 from elurepro.schedule import DropoutPhase, PiecewiseConstant
+
+# How the mathematics runs: the config's execution section as it is (its schema, where each
+# key is explained); bf16 and tf32 change the mathematics and are off in the faithful configs.
+ExecConfig = Execution
 
 
 @dataclass(frozen=True)
@@ -66,18 +72,3 @@ class OptimConfig:
         """The dropout phase of the log point at ``step``: that of the step just trained (0
         before the first phase, then 1, 2, ...; the analysis marks phase ends)."""
         return sum(p.start <= step - (step > 0) for p in self.dropout_phases)
-
-
-@dataclass
-class ExecConfig:
-    """How the mathematics runs; ``bf16`` and ``tf32`` change it and are off in the faithful
-    configs."""
-
-    channels_last: bool = False
-    compile: bool = False
-    # torch.compile's mode: "reduce-overhead" captures the compiled forward and backward as
-    # CUDA graphs on a GPU (static shapes: every training batch has the same size); on a CPU it
-    # compiles as "default" does.
-    compile_mode: str = "default"
-    bf16: bool = False
-    tf32: bool = False  # CUDA only

@@ -28,9 +28,16 @@ def sgd(population: nn.Module, momentum: float, weight_decay: float) -> torch.op
     )
 
 
+def lr_scaling_is_exact(lrs: Sequence[float], weight_decay: float) -> bool:
+    """Whether members with these learning rates can share one SGD through scaled losses: exact
+    with or without momentum (the update is linear in the gradient), not with weight decay (it
+    would be scaled too). The config's validator refuses a population where it is not."""
+    return not weight_decay or len(set(lrs)) <= 1
+
+
 def member_lr_scales(scales: Sequence[float] | None, k: int, weight_decay: float) -> list[float]:
     """Each member's factor on the schedule's learning rate (all 1 unless given)."""
     scales = list(scales or [1.0] * k)
-    if weight_decay and len(set(scales)) > 1:
+    if not lr_scaling_is_exact(scales, weight_decay):
         raise ValueError("per-member learning rates need weight_decay == 0 to stay exact")
     return scales

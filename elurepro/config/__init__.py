@@ -1,0 +1,23 @@
+"""The config's schema (``schema.py``) and the checks of its values (``checks.py``).
+
+Importing this package registers the schema in Hydra's ConfigStore, where ``configs/train.yaml``
+(``schema`` in its defaults) and every ``configs/data/*.yaml`` (``/schema/data/<set>``) find it.
+``elurepro/__init__.py`` imports it, so every way of composing the configs has it.
+"""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from elurepro.config.schema import DATA, Config, untyped
+
+
+def register() -> None:
+    """Put the schema into Hydra's ConfigStore (again: the store is a process-wide singleton)."""
+    store = ConfigStore.instance()
+    store.store(name="schema", node=untyped(Config))
+    for name, schema in DATA.items():
+        store.store(group="schema/data", name=name, node=untyped(schema))
+
+
+register()
