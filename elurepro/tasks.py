@@ -13,9 +13,6 @@ import torch.nn.functional as F
 
 from elurepro.errors import ConfigError
 
-# Keys of a model's YAML that configure its task, not its constructor.
-TASK_KEYS = ("task", "top5", "pixel_reduction")
-
 
 class Task(Protocol):
     """What the trainer and the monitors use of a task; outputs are [K, B, ...]."""

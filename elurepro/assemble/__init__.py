@@ -21,13 +21,13 @@ from elurepro.distributed import DistContext
 from elurepro.errors import ConfigError
 from elurepro.members import MemberSpec, chunk, expand_members
 from elurepro.models.population import Population
-from elurepro.models.registry import ModelContext
+from elurepro.models.registry import ModelContext, builder_params
 from elurepro.models.registry import build_population as _registry_population
 from elurepro.runlog import device_name, git_commit
 from elurepro.store.claims import Claims
 from elurepro.store.identity import SweepIdentity, config_key
 from elurepro.store.sweep import Sweep
-from elurepro.tasks import TASK_KEYS, build_task
+from elurepro.tasks import build_task
 from elurepro.trainer import ExecConfig, Outputs, Trainer, TrainingData
 from elurepro.trainer.recorder import no_fence
 
@@ -104,8 +104,7 @@ def build_population(
     if input_size is None and "crop" in cfg.data:  # images cropped by the loader (ImageNet)
         input_size = image_sizes(cfg)[1]
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    kind = model.pop("kind")
-    params = {k: v for k, v in model.items() if k not in TASK_KEYS}
+    kind, params = model["kind"], builder_params(model)
     ctx = ModelContext(num_classes, input_size, float(cfg.budget.get("width", 1.0)))
     return _registry_population(kind, params, members, ctx).to(device)
 

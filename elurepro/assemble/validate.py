@@ -66,7 +66,7 @@ def _check_data(data: Any) -> None:
 
 
 def _check_model(model: Any, data: str, phases: list[dict[str, Any]]) -> None:
-    from elurepro.models.registry import check_params, model_entry
+    from elurepro.models.registry import builder_params, check_params, model_entry
 
     if not isinstance(model, dict) or "kind" not in model:
         raise bad("model", model, "a model section with a kind (model=mlp|convnet|...)")
@@ -77,8 +77,7 @@ def _check_model(model: Any, data: str, phases: list[dict[str, Any]]) -> None:
         entry = model_entry(kind)
     except ConfigError as err:
         raise ConfigError(f"model.kind={show(kind)}: {err}") from None
-    task_keys = [f.name for f in fields(Model)]
-    params = {k: v for k, v in model.items() if k not in task_keys}
+    params = builder_params(model)
     check_params(kind, params)
     # A kind without a schema (a plug-in's) is checked by its builder's signature only.
     extra = [] if entry.schema else list(params)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -261,6 +261,13 @@ def model_entry(kind: str) -> ModelEntry:
     if not isinstance(entry, ModelEntry):
         raise ConfigError(f"model kind {kind!r} is a {type(entry).__name__}, not a ModelEntry")
     return entry
+
+
+def builder_params(model: Mapping[str, Any]) -> dict[str, Any]:
+    """A model section's keys for its builder: all but those every kind shares (``kind`` and
+    the task's, ``config.schema.Model``)."""
+    shared = {f.name for f in fields(Model)}
+    return {k: v for k, v in model.items() if k not in shared}
 
 
 def check_params(kind: str, params: Mapping[str, Any]) -> None:
