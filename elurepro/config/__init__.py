@@ -1,7 +1,7 @@
 """The config's schema (``schema.py``) and the checks of its values (``checks.py``).
 
 Importing this package registers the schema in Hydra's ConfigStore, where ``configs/train.yaml``
-(``schema`` in its defaults) and every ``configs/data/*.yaml`` (``/schema/data/<set>``) find it.
+(``schema`` in its defaults) and every ``configs/data/*.yaml`` (``/schema_data_<set>``) find it.
 ``elurepro/__init__.py`` imports it, so every way of composing the configs has it.
 """
 
@@ -17,7 +17,8 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(name="schema", node=untyped(Config))
     for name, schema in DATA.items():
-        store.store(group="schema/data", name=name, node=untyped(schema))
+        # Not a config group: --help would list it among the user's choices.
+        store.store(name=f"schema_data_{name}", node=untyped(schema))
 
 
 register()
