@@ -161,9 +161,9 @@ class Budget:
     on the official data is comparable with the paper (docs/protocol.md, "Budgets and
     comparability")."""
 
-    # in the folder path already
-    name: str = key(MISSING, text(pattern=_NAME, what="a budget name (letters, digits, _ . -)"),
-                    identity=False)  # fmt: skip
+    name: str = key(  # in the folder path already
+        MISSING, text(pattern=_NAME, what="a budget name (letters, digits, _ . -)"), identity=False
+    )
     scale: float = key(1.0, POSITIVE)  # multiplies train.length and every schedule boundary
     # a hard cap on the steps of every population (the schedule shrinks to fit)
     max_steps: int | None = key(None, integer(1, null="no cap"))
