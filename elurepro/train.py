@@ -35,7 +35,6 @@ from elurepro.hydra_errors import composition_error
 from elurepro.launch.command import typed_command
 from elurepro.store.claims import ClaimLost
 from elurepro.store.identity import mathematics
-from elurepro.store.sweep import legacy_message, legacy_populations
 from elurepro.store.work import StoreConfig, SweepWorker
 from elurepro.tblinks import figure_tags, members_url
 
@@ -55,11 +54,12 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
     say = print if main else lambda *args: None
     chunks = assemble.plan_chunks(cfg, ctx)
     members = [m for c in chunks for m in c]
-    legacy = legacy_populations(
-        Path(cfg.runs_dir) / cfg.name / f"{cfg.data.name}-{cfg.budget.name}"
-    )
-    if legacy:
-        raise ElureproError(legacy_message(legacy))
+    old = Path(cfg.runs_dir, cfg.name, f"{cfg.data.name}-{cfg.budget.name}")
+    if any(old.glob("*/members")):  # the layout before the run store: neither reused nor retrained
+        raise ElureproError(
+            f"{old} holds run folders of the layout before the run store; "
+            f"run `python scripts/migrate_runs.py {cfg.runs_dir}` once"
+        )
     # A runs folder that cannot be written is found now, not after minutes of data loading.
     check_writable(Path(cfg.runs_dir) / cfg.name)
     data = assemble.build_data(cfg, device, ctx)

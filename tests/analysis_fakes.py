@@ -1,18 +1,22 @@
 """Synthetic run folders in the trainer's on-disk formats, for the analysis tests.
 
-Two layouts: the old one (``runs/<experiment>/<pop>-<hash8>/members/<id>/``, provenance.json in
-the population folder; `member_info` + `write_member`) and the new one
-(``runs/<experiment>/<data>-<budget>/d<fp8>-c<cfg8>/<group>/s<seed>/``, provenance.json in the
-member folder, member.json with ``key``/``sweep``/``data``; `run_info` + `write_run`). Each
-`fake_*` function takes `layout` and returns the exact numbers it wrote, so tests can compute
-the expected tables independently.
+The run store's layout (``runs/<experiment>/<data>-<budget>/d<fp8>-c<cfg8>/<group>/s<seed>/``,
+provenance.json in the member folder, member.json with ``key``/``sweep``/``data``; `run_info` +
+`write_run`) is what the analysis reads. The layout before it
+(``runs/<experiment>/<pop>-<hash8>/members/<id>/``, provenance.json in the population folder;
+`member_info` + `write_member`) is written for ``scripts/migrate_runs.py``, which moves it into
+the run store's (`migrate_old`). Each `fake_*` function takes `layout`: with 'old' it writes the
+old layout and migrates it, so every report test also checks the migration. Each returns the
+exact numbers it wrote, so tests can compute the expected tables independently.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,27 @@ import numpy as np
 from elurepro.activations import parse_activation
 
 EVAL_IMAGES = 10_000  # images per evaluation split of the new-layout fakes
+REPO = Path(__file__).resolve().parents[1]
+
+
+def migrate_script():
+    """scripts/migrate_runs.py as a module."""
+    if "migrate_runs" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "migrate_runs", REPO / "scripts" / "migrate_runs.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["migrate_runs"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["migrate_runs"]
+
+
+def migrate_old(runs: Path) -> list[str]:
+    """Run the migration on `runs`; returns its lines (a member left behind fails the test)."""
+    lines: list[str] = []
+    left = migrate_script().migrate(runs, say=lines.append)
+    assert left == 0, lines
+    return lines
 
 
 def member_info(
@@ -334,6 +359,8 @@ def fake_meanact(
                 budget=budget,
                 official=official,
             )
+    if layout == "old":
+        migrate_old(runs)
     return data
 
 
@@ -390,6 +417,8 @@ def fake_autoencoder(
                     diverged_at_step=None if stop is None else int(stop + 1) * steps_per_epoch,
                 )
                 data[(act, lr, seed)] = (train, test, stop)
+    if layout == "old":
+        migrate_old(runs)
     return data
 
 
@@ -448,6 +477,8 @@ def fake_cifar11(
                     official=official,
                 )
                 finals[(group, seed)] = (records[-1]["test/error"], records[-1]["train/loss"])
+    if layout == "old":
+        migrate_old(runs)
     return finals
 
 
@@ -493,6 +524,8 @@ def fake_cifar18(
                 official=official.get(d, True),
             )
             out.setdefault(d, records)
+    if layout == "old":
+        migrate_old(runs)
     return out
 
 
@@ -539,6 +572,8 @@ def fake_imagenet(
             official=official,
         )
         out[act] = records
+    if layout == "old":
+        migrate_old(runs)
     return out
 
 

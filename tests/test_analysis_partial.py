@@ -6,7 +6,7 @@ import json
 import pytest
 
 from elurepro.analysis.report import analyze
-from tests.analysis_fakes import member_info, population_dir, write_member
+from tests.analysis_fakes import write_any
 
 
 def _records(epochs: int, offset: float) -> list[dict]:
@@ -23,22 +23,22 @@ def _records(epochs: int, offset: float) -> list[dict]:
     ]
 
 
+def _unfinished(runs, unit: str, seed: int, records: list[dict]):
+    return write_any(runs, "new", "mnist_meanact", "mnist", unit, seed, records, status=None)[1]
+
+
 def test_partial_cuts_every_member_at_the_common_step(tmp_path):
-    pop = population_dir(tmp_path, "mnist_meanact")
-    (pop / "provenance.json").write_text(json.dumps({"device": "cpu (test)", "torch": "9.9"}))
     lengths = {("elu", 0): 7, ("relu", 0): 5, ("elu", 1): 9, ("relu", 1): 6}
     for (group, seed), epochs in lengths.items():
-        write_member(
-            pop,
-            member_info("mnist_meanact", "mnist", group, seed),
-            _records(epochs, 0.1 if group == "elu" else 0.5),
-            status=None,
-        )
+        records = _records(epochs, 0.1 if group == "elu" else 0.5)
+        folder = _unfinished(tmp_path, group, seed, records)
+        prov = json.loads((folder / "provenance.json").read_text())
+        (folder / "provenance.json").write_text(json.dumps({**prov, "device": "cpu (test)"}))
     out = tmp_path / "out"
     analyze("mnist_meanact", tmp_path, out, tensorboard=False, partial=True)
     report = (out / "report.md").read_text()
     assert "PARTIAL ANALYSIS" in report and "step 50 (epoch 5.0)" in report
-    assert "cpu (test)" in report  # provenance from the population folder
+    assert "cpu (test)" in report  # provenance from the member folders
     rows = {
         (r["configuration"], r["metric"]): r
         for r in csv.DictReader((out / "final_values.csv").open())
@@ -50,11 +50,8 @@ def test_partial_cuts_every_member_at_the_common_step(tmp_path):
 
 
 def test_without_partial_unfinished_members_are_not_averaged(tmp_path):
-    pop = population_dir(tmp_path, "mnist_meanact")
     for group in ("elu", "relu"):
-        write_member(
-            pop, member_info("mnist_meanact", "mnist", group, 0), _records(5, 0.1), status=None
-        )
+        _unfinished(tmp_path, group, 0, _records(5, 0.1))
     out = tmp_path / "out"
     result = analyze("mnist_meanact", tmp_path, out, tensorboard=False)
     assert "PARTIAL" not in (out / "report.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ from tests.analysis_fakes import (
     fake_imagenet,
     fake_meanact,
     member_info,
+    migrate_old,
     population_dir,
+    write_any,
     write_member,
 )
 
@@ -66,13 +69,16 @@ def assert_figures_decode(paths: list[Path]) -> None:
 # ---------------------------------------------------------------- collect
 
 
+def _member(runs: Path, unit: str, records: list[dict], **kwargs) -> Path:
+    """One mnist_meanact member (seed 0) in the run store's layout; returns its folder."""
+    return write_any(runs, "new", "mnist_meanact", "mnist", unit, 0, records, **kwargs)[1]
+
+
 def test_collect_statuses_and_truncated_last_line(tmp_path: Path) -> None:
-    pop = population_dir(tmp_path, "mnist_meanact")
     records = [{"step": s, "epoch": s / 10, "train/loss": 1.0 / (s + 1)} for s in range(0, 40, 10)]
-    info = member_info("mnist_meanact", "mnist", "elu", 0)
-    write_member(pop, info, records)
-    write_member(pop, member_info("mnist_meanact", "mnist", "relu", 0), records, "diverged", 30)
-    folder = write_member(pop, member_info("mnist_meanact", "mnist", "lrelu", 0), records, None)
+    _member(tmp_path, "elu", records)
+    _member(tmp_path, "relu", records, status="diverged", diverged_at_step=30)
+    folder = _member(tmp_path, "lrelu", records, status=None)
     with (folder / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 40, "epoch": 4.0, "train/lo')  # killed mid-write
     with pytest.warns(UserWarning, match="truncated last line"):
@@ -90,7 +96,6 @@ def test_collect_statuses_and_truncated_last_line(tmp_path: Path) -> None:
 
 
 def test_series_after_resume_keeps_the_later_line(tmp_path: Path) -> None:
-    pop = population_dir(tmp_path, "mnist_meanact")
     records = [
         {"step": 0, "epoch": 0.0, "val/loss": 2.3},
         {"step": 10, "epoch": 1.0, "val/loss": 1.0},
@@ -98,7 +103,7 @@ def test_series_after_resume_keeps_the_later_line(tmp_path: Path) -> None:
         {"step": 20, "epoch": 2.0, "val/loss": 0.8},
         {"step": 30, "epoch": 3.0, "val/loss": 0.7},
     ]
-    write_member(pop, member_info("mnist_meanact", "mnist", "elu", 0), records)
+    _member(tmp_path, "elu", records)
     (member,) = collect_members(tmp_path)
     x, y = member.series("val/loss", "step")
     assert x.tolist() == [0, 10, 20, 30] and y.tolist() == [2.3, 1.0, 0.8, 0.7]
@@ -113,8 +118,7 @@ def test_series_after_resume_keeps_the_later_line(tmp_path: Path) -> None:
     ],
 )
 def test_corrupt_files_name_the_file(tmp_path: Path, name: str, content: str, message: str):
-    pop = population_dir(tmp_path, "mnist_meanact")
-    folder = write_member(pop, member_info("mnist_meanact", "mnist", "elu", 0), [{"step": 0}])
+    folder = _member(tmp_path, "elu", [{"step": 0}])
     (folder / name).write_text(content)
     with pytest.raises(ElureproError, match=message) as err:
         collect_members(tmp_path)
@@ -122,12 +126,20 @@ def test_corrupt_files_name_the_file(tmp_path: Path, name: str, content: str, me
 
 
 def test_member_json_missing_key_is_named(tmp_path: Path) -> None:
-    pop = population_dir(tmp_path, "mnist_meanact")
-    info = member_info("mnist_meanact", "mnist", "elu", 0)
+    folder = _member(tmp_path, "elu", [{"step": 0}])
+    info = json.loads((folder / "member.json").read_text())
     del info["group"]
-    write_member(pop, info, [{"step": 0}])
+    (folder / "member.json").write_text(json.dumps(info))
     with pytest.raises(ElureproError, match="lacks the key.*group"):
         collect_members(tmp_path)
+
+
+def test_a_member_of_the_layout_before_the_run_store_names_the_script(tmp_path: Path) -> None:
+    pop = population_dir(tmp_path, "mnist_meanact")
+    folder = write_member(pop, member_info("mnist_meanact", "mnist", "elu", 0), [{"step": 0}])
+    with pytest.raises(ElureproError, match="scripts/migrate_runs.py") as err:
+        collect_members(tmp_path)
+    assert str(folder) in str(err.value)
 
 
 # ---------------------------------------------------------------- mnist_meanact
@@ -212,7 +224,7 @@ def test_autoencoder_marks_divergence_and_tabulates_finals(tmp_path: Path, layou
     result = analyze_fakes(tmp_path, "mnist_autoencoder")
     assert_figures_decode(result.figures)
     text = result.report.read_text()
-    member = {"old": "relu@lr=0.01-s1", "new": "relu-lr0.01-s1"}[layout]
+    member = "relu-lr0.01-s1"  # the old layout's relu@lr=0.01-s1, as migrated
     assert f"diverged: {member}" in text
     rows = {(r["activation"], r["lr"]): r for r in read_csv(tmp_path / "out" / "final_values.csv")}
     relu = rows[("relu", "0.01")]
@@ -389,10 +401,10 @@ def test_imagenet_iterations_to_20_percent_and_timing(tmp_path: Path, layout: st
 
 
 def test_duplicate_finished_members_are_an_error(tmp_path: Path) -> None:
-    fake_meanact(tmp_path / "runs", groups=("elu",), seeds=range(1), epochs=2)
-    other = population_dir(tmp_path / "runs", "mnist_meanact", "again-11111111")
-    info = member_info("mnist_meanact", "mnist", "elu", 0, budget="short")
-    write_member(other, info, [{"step": 0, "epoch": 0.0, "act/median": 0.1}])
+    fake_meanact(tmp_path / "runs", groups=("elu",), seeds=range(1), epochs=2, layout="new")
+    # A copy of the sweep folder under another name: the same sweep id, twice.
+    (sweep,) = {m.sweep_folder for m in collect_members(tmp_path / "runs")}
+    shutil.copytree(sweep, sweep.parent / "copy")
     with pytest.raises(ElureproError, match="two finished members"):
         analyze_fakes(tmp_path, "mnist_meanact")
 
@@ -407,22 +419,21 @@ def test_tensorboard_hparams_and_figures(tmp_path: Path) -> None:
     assert "(2 members, " in (result.tensorboard or "")
     # Each member's own run holds its HParams session (these fakes had none: the analysis
     # wrote them), so the HParams tab links to the member's curves; no run per session.
-    member = runs / "pop-0badc0de" / "members" / "relu-s0"
+    (member,) = [m.folder for m in collect_members(runs) if m.id == "relu-s0"]
     hp = event_accumulator.EventAccumulator(str(member))
     hp.Reload()
     assert b"relu" in hp.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    analysis = event_accumulator.EventAccumulator(str(runs / "pop-0badc0de" / "_analysis"))
+    analysis = event_accumulator.EventAccumulator(str(member.parent.parent / "_analysis"))
     analysis.Reload()
     assert b"val_full/top5_error" in analysis.PluginTagToContent("hparams")["_hparams_/experiment"]
     assert "imagenet_15layer_spp/fig6_learning_curves" in analysis.Tags()["images"]
-    assert not (runs / "_hparams").exists()
     # A rerun replaces the records instead of adding a second copy (the headline values' file
     # takes a new name each time, see tb_export._write_headlines).
     before = sorted(p.name.split(".")[0] for p in member.glob("*tfevents*"))
     export(runs, collect_members(runs), {}, "imagenet_15layer_spp")
     assert sorted(p.name.split(".")[0] for p in member.glob("*tfevents*")) == before
     # The writer's file (figures, layout) and the HParams experiment.
-    assert len(list((runs / "pop-0badc0de" / "_analysis").glob("*tfevents*"))) == 2
+    assert len(list((member.parent.parent / "_analysis").glob("*tfevents*"))) == 2
 
 
 def test_cli_missing_runs_folder_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -444,6 +455,7 @@ def test_cli_names_the_missing_run(tmp_path: Path, capsys) -> None:
     pop = tmp_path / "runs" / "imagenet_15layer_spp" / "pop-0badc0de"
     info = member_info("imagenet_15layer_spp", "imagenet", "elu", 1)
     write_member(pop, info, records["elu"])  # relu seed 1 was never trained
+    migrate_old(tmp_path / "runs")
     runs = tmp_path / "runs" / "imagenet_15layer_spp"
     out = tmp_path / "out"
     code = main(["imagenet_15layer_spp", str(runs), "--out", str(out), "--no-tensorboard"])
@@ -453,7 +465,6 @@ def test_cli_names_the_missing_run(tmp_path: Path, capsys) -> None:
     assert "note: missing: relu-s1 (relu, seed 1)" in printed
     assert "fig6_learning_curves.png" in printed
     assert "missing: relu-s1" in (out / "report.md").read_text()
-    assert not (runs / "_figures").exists()
 
 
 def test_cli_default_folders_and_wrong_experiment(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -470,7 +481,7 @@ def test_cli_default_folders_and_wrong_experiment(tmp_path: Path, monkeypatch, c
     (meta / "members" / "bad").mkdir(parents=True)
     (meta / "members" / "bad" / "member.json").write_text(json.dumps({"id": "bad"}))
     assert main(["cifar_18layer", "--no-tensorboard"]) == 2
-    assert "lacks the key" in capsys.readouterr().err
+    assert "run `python scripts/migrate_runs.py RUNS` once" in capsys.readouterr().err
 
 
 def test_reported_csv_holds_the_papers_numbers() -> None:

@@ -16,9 +16,6 @@ from tests.analysis_fakes import (
     fake_cifar18,
     fake_meanact,
     fake_units,
-    member_info,
-    population_dir,
-    write_member,
 )
 
 
@@ -104,34 +101,6 @@ def test_analyze_refuses_to_pick_one_of_several_sweeps(tmp_path: Path) -> None:
     _smoke_and_paper(tmp_path / "runs")
     with pytest.raises(ElureproError, match="holds 2 sweeps.*analyze_all"):
         analyze("cifar100_11layer", tmp_path / "runs", tmp_path / "out", tensorboard=False)
-
-
-def test_old_layout_is_partitioned_by_budget_and_fingerprint(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    records = [{"step": s, "epoch": float(s), "act/median": 0.1 * s} for s in range(3)]
-    smoke = population_dir(runs, "mnist_meanact", "smoke-11111111")
-    paper = population_dir(runs, "mnist_meanact", "paper-22222222")
-    for group in ("elu", "relu"):
-        write_member(
-            smoke, member_info("mnist_meanact", "mnist", group, 0, budget="smoke"), records
-        )
-        write_member(
-            paper, member_info("mnist_meanact", "mnist", group, 0, budget="paper"), records, None
-        )
-    # An old-layout member of the smoke population without summary or provenance.json takes
-    # the fingerprint of its population's other members.
-    write_member(
-        smoke, member_info("mnist_meanact", "mnist", "lrelu", 0, budget="smoke"), records, None
-    )
-    (paper / "provenance.json").write_text(
-        json.dumps({"data": {"name": "mnist", "fingerprint": "beef", "official": True}})
-    )
-    sweeps = partition(collect_members(runs))
-    assert sorted((s.budgets[0], len(s.members)) for s in sweeps) == [("paper", 2), ("smoke", 3)]
-    results = analyze_all("mnist_meanact", runs, tmp_path / "out", tensorboard=False)
-    assert len(results) == 2
-    names = sorted(r.report.parent.name for r in results)
-    assert names == ["mnist-paper-dbeef", "mnist-smoke-df00d"]
 
 
 def test_official_and_other_data_are_two_reports(tmp_path: Path) -> None:

@@ -189,7 +189,8 @@ def test_layout_before_the_run_store_is_named_not_reused(tmp_path, mnist_root):
     proc = _finish(_command(tmp_path / "runs", mnist_root), tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "layout before" in line and str(old) in line and "mv " in line
+    assert "layout before" in line and str(old.parent) in line
+    assert "scripts/migrate_runs.py" in line
     assert not list((tmp_path / "runs").rglob("metrics.jsonl"))
 
 

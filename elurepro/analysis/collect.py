@@ -1,11 +1,9 @@
 """Find trained members under a runs folder and load what the trainer wrote for each.
 
-Two on-disk layouts are read:
-
-- new: ``<runs>/<experiment>/<data>-<budget>/d<fp8>-c<cfg8>/<group>/s<seed>/`` with
-  ``provenance.json`` in the member folder and ``key``/``sweep``/``data`` in member.json;
-- old: ``<runs>/<experiment>/<data>-<budget>/<pop>-<hash8>/members/<id>/`` with
-  ``provenance.json`` in the population folder.
+A member's folder is ``<runs>/<experiment>/<data>-<budget>/d<fp8>-c<cfg8>/<group>/s<seed>/``
+(``store/identity.py``), with member.json (``key``/``sweep``/``data`` among its keys),
+metrics.jsonl, provenance.json and, once it has ended, summary.json. Folders of the layout
+before the run store are refused with a line naming ``scripts/migrate_runs.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ DIVERGED = "diverged"
 UNFINISHED = "unfinished"
 
 _REQUIRED_KEYS = ("id", "experiment", "dataset", "activation", "seed", "group")
+MIGRATE = "run `python scripts/migrate_runs.py RUNS` once"
 
 
 @dataclass
@@ -56,13 +55,8 @@ class MemberRun:
     provenance: dict[str, Any] | None = None
 
     @property
-    def layout(self) -> str:
-        """'old' (``.../<pop>-<hash8>/members/<id>/``) or 'new' (``.../<group>/s<seed>/``)."""
-        return "old" if self.folder.parent.name == "members" else "new"
-
-    @property
     def sweep_folder(self) -> Path:
-        """The population folder (old layout) or the ``d<fp8>-c<cfg8>`` folder (new layout)."""
+        """The ``d<fp8>-c<cfg8>`` folder."""
         return self.folder.parent.parent
 
     @property
@@ -93,21 +87,13 @@ class MemberRun:
     @property
     def sweep(self) -> tuple[str, ...]:
         """What a report may not mix: the trainer's sweep id (experiment, mathematics, data,
-        budget); for old-layout members, which have none, (budget, data set, fingerprint)."""
-        if self.info.get("sweep"):
-            return ("sweep", self.experiment, str(self.info["sweep"]))
-        return (
-            "legacy",
-            self.experiment,
-            self.budget or "unknown",
-            self.dataset,
-            self.fingerprint or "unknown",
-        )
+        budget)."""
+        return ("sweep", self.experiment, str(self.info["sweep"]))
 
     @property
     def config_tag(self) -> str | None:
-        """``c<cfg8>`` of the new layout's ``d<fp8>-c<cfg8>`` folder, else None."""
-        match = _SWEEP_FOLDER.match(self.sweep_folder.name) if self.layout == "new" else None
+        """``c<cfg8>`` of the ``d<fp8>-c<cfg8>`` folder, else None."""
+        match = _SWEEP_FOLDER.match(self.sweep_folder.name)
         return match.group(2) if match else None
 
     def eval_images(self, split: str) -> int | None:
@@ -124,11 +110,6 @@ class MemberRun:
         if self.summary is None:
             return UNFINISHED
         return str(self.summary["status"])
-
-    @property
-    def population(self) -> str:
-        """Name of the population folder (`<name>-<hash8>`) the member belongs to."""
-        return self.folder.parent.parent.name
 
     @property
     def diverged_at_step(self) -> int | None:
@@ -251,14 +232,6 @@ def _label(activation: str, params: dict[str, Any]) -> str:
         return str(activation).lower() + "".join(f"_{k}{v}" for k, v in sorted(params.items()))
 
 
-def provenance_path(folder: Path) -> Path:
-    """provenance.json of a member folder (new layout) or of its population folder (old)."""
-    own = folder / "provenance.json"
-    if own.is_file() or folder.parent.name != "members":
-        return own
-    return folder.parent.parent / "provenance.json"
-
-
 def load_member(folder: str | Path) -> MemberRun:
     """Load one member folder; corrupt or missing files raise an ElureproError naming them."""
     folder = Path(folder)
@@ -266,6 +239,8 @@ def load_member(folder: str | Path) -> MemberRun:
     info = _read_json(info_path)
     if not isinstance(info, dict):
         raise ElureproError(f"{info_path} must hold a JSON object")
+    if not info.get("sweep"):
+        raise ElureproError(f"{folder} is of the layout before the run store; {MIGRATE}")
     missing = [key for key in _REQUIRED_KEYS if key not in info]
     if missing:
         raise ElureproError(f"{info_path} lacks the key(s) {', '.join(missing)}")
@@ -292,7 +267,7 @@ def load_member(folder: str | Path) -> MemberRun:
         warnings.warn(note, stacklevel=2)
 
     provenance = None
-    prov_path = provenance_path(folder)
+    prov_path = folder / "provenance.json"
     if prov_path.is_file():
         provenance = _read_json(prov_path)
         if not isinstance(provenance, dict):

@@ -1,8 +1,7 @@
 """Partition members into sweeps: what one report (or one leaderboard cell) may contain.
 
 A report covers one budget, one data fingerprint and one configuration hash: the trainer's
-``sweep`` id in member.json (new layout), or (budget, data set, fingerprint) for old-layout
-members, which carry no sweep id. Table 1 (``cifar_18layer``) spans two data sets; its sweeps
+``sweep`` id in member.json. Table 1 (``cifar_18layer``) spans two data sets; its sweeps
 of one budget are reported together when each data set name has exactly one of them.
 """
 
@@ -47,7 +46,7 @@ class Sweep:
 
     @property
     def folders(self) -> list[str]:
-        """The sweep (new layout) or population (old layout) folders its members are in."""
+        """The sweep folders its members are in."""
         return sorted({str(m.sweep_folder) for m in self.members})
 
     @property
@@ -77,23 +76,10 @@ class Sweep:
         )
 
 
-def sweep_key(m: MemberRun, known: dict | None = None) -> tuple[str, ...]:
-    """`m.sweep`; an old-layout member whose files do not name its data (unfinished, no
-    provenance.json) takes the fingerprint of its population folder's other members, which
-    were trained with the same configuration and data."""
-    key = m.sweep
-    if key[0] == "legacy" and key[-1] == "unknown" and known:
-        fingerprint = known.get(m.sweep_folder)
-        if fingerprint:
-            key = key[:-1] + (fingerprint,)
-    return key
-
-
 def _group(members: Sequence[MemberRun]) -> dict[tuple[str, ...], list[MemberRun]]:
-    known = {m.sweep_folder: m.fingerprint for m in members if m.fingerprint}
     out: dict[tuple[str, ...], list[MemberRun]] = {}
     for m in members:
-        out.setdefault(sweep_key(m, known), []).append(m)
+        out.setdefault(m.sweep, []).append(m)
     return out
 
 

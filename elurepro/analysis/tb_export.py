@@ -57,9 +57,7 @@ ANALYSIS_DIR = "_analysis"
 MEAN_STD_TAG = "mean_std"
 HEADLINE_TAG = "hp"
 HEADLINE_FILE = "result_hp.tfevents"  # + ".<ns>" in a finished member's folder
-LEGACY_HEADLINE_FILE = "analysis.tfevents"  # its name before it sorted after the result
 EXPERIMENT_FILE = "dashboard.tfevents.experiment"  # in _analysis: sorts before the writer's file
-LEGACY_DIRS = ("_hparams", "_figures")  # where earlier versions wrote under the runs folder
 _PER_LAYER = re.compile(r"/layer\d+$")
 _DISCRETE_MAX = 10  # TensorBoard's HParams tab offers ticks for fewer values than this
 _DESCRIPTIONS = {
@@ -343,10 +341,7 @@ def _write_headlines(a: Analysis) -> int:
                 summary = scalar(f"{HEADLINE_TAG}/{key}", value)
                 events.append(Event(wall_time=now, step=step, summary=summary))
         path = write_events(m.folder / f"{HEADLINE_FILE}.{time.time_ns()}", events)
-        for old in [
-            *m.folder.glob(f"{HEADLINE_FILE}.*"),
-            *m.folder.glob(f"{LEGACY_HEADLINE_FILE}.*"),
-        ]:
+        for old in m.folder.glob(f"{HEADLINE_FILE}.*"):
             if old != path:
                 old.unlink(missing_ok=True)
         written += 1
@@ -427,13 +422,6 @@ def layout(
     return {title: charts}
 
 
-def _remove_legacy(runs_dir: Path) -> None:
-    # Earlier versions wrote one HParams run per member (with one-point final/* charts) and a
-    # figures run under the runs folder: the clutter this layout replaces.
-    for name in LEGACY_DIRS:
-        _clear_events(runs_dir / name)
-
-
 def export(
     runs_dir: str | Path,
     members: Sequence[MemberRun],
@@ -488,7 +476,6 @@ def export(
         failed = write_folder_experiment(
             runs_root(next(iter(roots)), experiment, Path(runs_dir)), list(roots)
         )
-        _remove_legacy(Path(runs_dir))
     except Exception as err:  # a read-only runs folder must not lose the tables and figures
         return (
             f"TensorBoard output failed ({type(err).__name__}: {err}); tables and figures are fine"

@@ -86,20 +86,3 @@ class Sweep:
                 "config": config,
             },
         )
-
-
-def legacy_populations(experiment_dir: Path) -> list[Path]:
-    """Population folders of the layout before the run store (``<pop>-<hash>/members/<id>/``)."""
-    if not experiment_dir.is_dir():
-        return []
-    return sorted(p for p in experiment_dir.iterdir() if (p / "members").is_dir())
-
-
-def legacy_message(folders: Sequence[Path]) -> str:
-    parent = folders[0].parent
-    return (
-        f"{parent} holds {len(folders)} run folder(s) of the layout before elurepro's run store; "
-        "they are neither reused nor retrained. Move them out of the way (mkdir -p runs-old && "
-        f"mv {' '.join(str(f) for f in folders)} runs-old/) or delete them, then run the command "
-        "again; `python -m elurepro.analyze runs-old` still reads them"
-    )
