@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from elurepro.activations import parse_activation
 from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, MemberRun
 from elurepro.analysis.figures import save_figure
+from elurepro.analysis.table import RunTable, from_members
 from elurepro.analysis.tables import (
     Column,
     Reported,
@@ -70,6 +71,14 @@ class Analysis:
     paper_datasets: tuple[str, ...] = ()
     in_paper: bool = True  # False: an experiment a user added, with nothing to compare
     _configs: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _table: RunTable | None = field(default=None, init=False, repr=False, compare=False)
+
+    def table(self) -> RunTable:
+        """The members' logged values as one long-format table, built once."""
+        # Rebuilt when the members were replaced (identity, not equality: no record compared).
+        if self._table is None or list(map(id, self._table.members)) != list(map(id, self.members)):
+            self._table = from_members(self.members)
+        return self._table
 
     @property
     def multi_dataset(self) -> bool:

@@ -24,6 +24,7 @@ from elurepro.analysis.figures import (
     plot_curve,
 )
 from elurepro.analysis.headline import comparisons_section, horizon, horizon_reason, window
+from elurepro.analysis.per_epoch import per_epoch_csv
 from elurepro.analysis.stats import Describe, describe
 from elurepro.analysis.tables import Column, record_rows
 
@@ -93,7 +94,7 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
     comparisons_section(a, w)
     theory_section(a, w)
     _appendix_c(a, w)
-    _per_epoch_csv(a, w)
+    per_epoch_csv(a, w)
 
 
 def meanact_checks(a: Analysis) -> list[str]:
@@ -334,25 +335,6 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
         "appendix_c_median_variability",
         a.caption("Appendix C: distributions over seeds", paper_figure=False),
     )
-
-
-def _per_epoch_csv(a: Analysis, w: ReportWriter) -> None:
-    metrics = sorted({name for m in a.members for name in m.metric_names()})
-    rows = []
-    for config, members in a.configs().items():
-        for m in members:
-            by_epoch: dict[float, dict] = {}
-            for record in m.records:
-                if record.get("epoch") is not None:
-                    by_epoch.setdefault(float(record["epoch"]), {}).update(record)
-            for epoch in sorted(by_epoch):
-                record = by_epoch[epoch]
-                rows.append(
-                    [epoch, config, m.seed, m.id, m.status]
-                    + [record.get(metric) for metric in metrics]
-                )
-    w.csv("per_epoch.csv", ["epoch", "group", "seed", "member", "status"] + metrics, rows)
-    w.text("Per-epoch numbers of every member (all statuses): `per_epoch.csv`.")
 
 
 def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:

@@ -1,0 +1,61 @@
+"""The long-format table of runs: the same numbers as each member's own records."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from elurepro.analysis import collect_members
+from elurepro.analysis.table import read_runs
+from tests.analysis_fakes import fake_autoencoder, write_any
+
+
+def test_every_logged_value_is_one_row_with_its_members_configuration(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    fake_autoencoder(
+        runs,
+        acts=("elu", "relu"),
+        lrs=(0.01,),
+        seeds=(0, 1),
+        epochs=4,
+        diverge={("relu", 0.01, 1): 2},
+        layout="new",
+    )
+    table = read_runs(runs)
+    members = collect_members(runs)
+    assert [m.folder for m in table.members] == [m.folder for m in members]
+    assert len(table.rows) == sum(
+        sum(k not in ("step", "epoch", "images", "wall_time") for k in r)
+        for m in members
+        for r in m.records
+    )
+    for i, m in enumerate(members):
+        for metric in m.metric_names():
+            rows = table.where((table.rows["member"] == i) & (table.rows["metric"] == metric))
+            x, y = m.series(metric, x="step")
+            assert rows.rows["step"].tolist() == x.tolist()
+            np.testing.assert_array_equal(rows.rows["value"], y)  # NaN where NaN was logged
+    train = table.metric("train/recon_error")
+    diverged = train.where(train.column("status") == "diverged")
+    assert set(diverged.column("id")) == {"relu-lr0.01-s1"}
+    assert set(diverged.column("diverged_at")) == {3 * 938}
+    assert set(table.column("lr")) == {0.01} and set(table.column("bn")) == {False}
+    assert set(table.column("budget")) == {"short"} and set(table.column("data")) == {"mnist"}
+    assert set(table.column("sweep")) == {str(m.sweep_folder) for m in members}
+    assert table.metrics() == ["test/recon_error", "train/recon_error"]
+
+
+def test_a_resumed_runs_later_line_wins(tmp_path: Path) -> None:
+    records = [
+        {"step": 0, "epoch": 0.0, "val/loss": 2.3},
+        {"step": 10, "epoch": 1.0, "val/loss": 1.0},
+        {"step": 20, "epoch": 2.0, "val/loss": 0.9},  # lost: the checkpoint was at step 10
+        {"step": 20, "epoch": 2.0, "val/loss": 0.8},
+        {"step": 30, "epoch": 3.0},
+    ]
+    write_any(tmp_path, "new", "mnist_meanact", "mnist", "elu", 0, records)
+    by_epoch = read_runs(tmp_path).by_member_epoch()
+    assert {e: v["val/loss"] for (_, e), v in by_epoch.items()} == {0.0: 2.3, 1.0: 1.0, 2.0: 0.8}
+    assert not any(math.isnan(e) for _, e in by_epoch)
