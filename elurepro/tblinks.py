@@ -29,14 +29,6 @@ def _escape(text: str) -> str:
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
 
 
-def figure_tags(experiment: str) -> list[str]:
-    """The metrics of the paper's figure for `experiment` (its headline metrics: Fig. 2's
-    median activation and training loss, ...)."""
-    from elurepro.analysis.headline import headlines_for  # the analysis is imported on demand
-
-    return list(dict.fromkeys(metric for h in headlines_for(experiment) for metric in h.metrics))
-
-
 def run_prefix(sweep_folder: Path) -> str:
     """A regex for what comes before a run of the sweep in its name: nothing (logdir: the sweep
     folder), ``d…-c…/`` (its parent) or ``…/<data>-<budget>/d…-c…/`` (any folder above)."""

@@ -36,7 +36,7 @@ from elurepro.launch.command import typed_command
 from elurepro.store.claims import ClaimLost
 from elurepro.store.identity import mathematics
 from elurepro.store.work import StoreConfig, SweepWorker
-from elurepro.tblinks import figure_tags, members_url
+from elurepro.tblinks import members_url
 
 
 def run(cfg: DictConfig) -> int:
@@ -97,6 +97,8 @@ def _run(cfg: DictConfig, ctx: DistContext | None) -> int:
     say(f"done: every member asked for is finished ({sweep.root}).")
     say(f"  analyse:     {analyse_command(cfg.name, sweep.root)}")
     say(f"  TensorBoard: tensorboard --logdir {sweep.root}  (or any folder above it)")
+    from elurepro.analysis.headline import figure_tags  # the analysis loads only at the end
+
     say(f"  the figure:  {members_url(sweep.root, figure_tags(cfg.name))}")
     return 0
 

@@ -43,13 +43,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from elurepro.analysis.headline import figure_tags
 from elurepro.analysis.tb_export import mean_std_prefix
 from elurepro.runlog import tb_tag
 from elurepro.tblinks import (
     MEAN_STD_DIR,
     SERVER,
     custom_scalars_url,
-    figure_tags,
     mean_std_url,
     members_url,
     run_prefix,

@@ -733,7 +733,8 @@ def test_the_printed_urls_show_the_figure_in_the_whole_folder(board) -> None:
 
 
 def test_the_url_after_training_shows_the_members(board) -> None:
-    from elurepro.tblinks import figure_tags, members_url
+    from elurepro.analysis.headline import figure_tags
+    from elurepro.tblinks import members_url
 
     runs = board["server"].get("/data/runs")
     url = urlsplit(members_url(board["root"], figure_tags("mnist_meanact")))

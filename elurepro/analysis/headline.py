@@ -109,6 +109,12 @@ def headlines_for(experiment: str) -> tuple[Headline, ...]:
     return HEADLINES.get(experiment, GENERIC)
 
 
+def figure_tags(experiment: str) -> list[str]:
+    """The metrics of the paper's figure for ``experiment`` (its headline metrics: Fig. 2's
+    median activation and training loss, ...), for TensorBoard links."""
+    return list(dict.fromkeys(metric for h in headlines_for(experiment) for metric in h.metrics))
+
+
 def horizon(a: Analysis) -> float:
     """H of the learning-speed window (epochs 1–H): where the paper says the curves flatten
     (epoch 25), or the last epoch these runs reached when they are shorter (a 3-epoch demo)."""

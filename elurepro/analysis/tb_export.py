@@ -48,7 +48,8 @@ from matplotlib.figure import Figure
 
 from elurepro.analysis.collect import FINISHED, UNFINISHED, MemberRun, find_member_folders
 from elurepro.analysis.figures import mean_curve
-from elurepro.tblinks import MEAN_STD_DIR, custom_scalars_url, figure_tags, mean_std_url
+from elurepro.analysis.headline import figure_tags
+from elurepro.tblinks import MEAN_STD_DIR, custom_scalars_url, mean_std_url
 
 if TYPE_CHECKING:
     from elurepro.analysis.context import Analysis
