@@ -59,3 +59,30 @@ def test_a_resumed_runs_later_line_wins(tmp_path: Path) -> None:
     by_epoch = read_runs(tmp_path).by_member_epoch()
     assert {e: v["val/loss"] for (_, e), v in by_epoch.items()} == {0.0: 2.3, 1.0: 1.0, 2.0: 0.8}
     assert not any(math.isnan(e) for _, e in by_epoch)
+
+
+def test_series_final_and_logged_read_the_numbers_the_run_wrote(tmp_path: Path) -> None:
+    records = [
+        {"step": 0, "epoch": 0.0, "train/loss": 2.5},
+        {"step": 10, "epoch": 1.0, "train/loss": 1.5, "test/error": 40.0},
+        {"step": 20, "epoch": 2.0, "train/loss": 1.25},  # lost: resumed from step 10
+        {"step": 20, "epoch": 2.0, "train/loss": 1.0, "test/error": 30.0},
+        {"step": 25, "test/error": 20.0},  # an end-of-run evaluation without an epoch
+    ]
+    write_any(tmp_path, "new", "mnist_meanact", "mnist", "elu", 0, records, final={"x": 7.0})
+    write_any(tmp_path, "new", "mnist_meanact", "mnist", "relu", 0, records[:2], status=None)
+    table = read_runs(tmp_path)
+    elu, relu = sorted(table.members, key=lambda m: m.unit)
+    x, y = table.series(elu, "train/loss")
+    assert x.tolist() == [0.0, 1.0, 2.0] and y.tolist() == [2.5, 1.5, 1.0]
+    x, y = table.series(elu, "test/error", x="step")
+    assert x.tolist() == [10.0, 20.0, 25.0] and y.tolist() == [40.0, 30.0, 20.0]
+    x, y = table.epoch_series(elu, "train/loss")
+    assert x.tolist() == [1.0, 2.0] and y.tolist() == [1.5, 1.0]
+    assert table.final(elu, "x") == 7.0  # the summary's, though never logged
+    assert table.final(elu, "test/error") == 20.0  # not in the summary: the last logged
+    assert table.final(relu, "train/loss") == 1.5  # unfinished: no summary
+    assert table.final(relu, "val/error") is None
+    assert table.logged([relu]) == {"train/loss", "test/error"}
+    assert table.logged() == {"train/loss", "test/error"}
+    assert table.series(table.index(relu), "nothing")[0].size == 0

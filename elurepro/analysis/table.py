@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +48,20 @@ ROW = np.dtype(
         ("value", np.float64),
     ]
 )
+# The summary's `final` values: what a finished run reports as its end, which may be measured
+# after the last logged line (a full test pass).
+FINAL = np.dtype([("member", np.int64), ("metric", object), ("value", np.float64)])
 
 
 @dataclass(frozen=True)
 class RunTable:
-    """Rows (``ROW``) of the members' logged values; ``config`` (``CONFIG``) per member."""
+    """Rows (``ROW``) of the members' logged values; ``config`` (``CONFIG``) per member;
+    ``finals`` (``FINAL``) the values of the members' summary.json ``final``."""
 
     members: list[MemberRun]
     config: np.ndarray
     rows: np.ndarray
+    finals: np.ndarray
 
     def column(self, name: str) -> np.ndarray:
         """A column of the rows, configuration columns included."""
@@ -65,7 +71,7 @@ class RunTable:
 
     def where(self, mask: np.ndarray) -> RunTable:
         """The rows where `mask` (over the rows) holds; every member stays."""
-        return RunTable(self.members, self.config, self.rows[mask])
+        return RunTable(self.members, self.config, self.rows[mask], self.finals)
 
     def metric(self, name: str) -> RunTable:
         return self.where(self.rows["metric"] == name)
@@ -73,6 +79,60 @@ class RunTable:
     def metrics(self) -> list[str]:
         """Every metric logged by any member, sorted."""
         return sorted(set(self.rows["metric"].tolist()))
+
+    def logged(self, members: Sequence[MemberRun] | None = None) -> set[str]:
+        """The metrics that `members` (default: all) logged at least once."""
+        if members is None:
+            return set(self.rows["metric"].tolist())
+        wanted = {self.index(m) for m in members}
+        return {metric for member, metric in self._groups if member in wanted}
+
+    def index(self, member: MemberRun | int) -> int:
+        """The member's index into ``members`` (an index is returned as it is)."""
+        if isinstance(member, (int, np.integer)):
+            return int(member)
+        return self._index[id(member)]
+
+    def series(
+        self, member: MemberRun | int, metric: str, x: str = "epoch"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The member's (x, value) points of `metric`, sorted by x (``step`` or ``epoch``);
+        NaN/inf values kept, points without that x left out. Where a resumed run logged an x
+        twice, its later line wins."""
+        rows = self.rows[self._groups.get((self.index(member), metric), [])]
+        points: dict[float, float] = {}
+        for at, value in zip(rows[x].astype(float).tolist(), rows["value"].tolist(), strict=True):
+            if not math.isnan(at):
+                points[at] = value
+        xs = np.asarray(sorted(points), dtype=float)
+        return xs, np.asarray([points[v] for v in xs], dtype=float)
+
+    def epoch_series(self, member: MemberRun | int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """`series` over epochs without epoch 0 (the value before training)."""
+        x, y = self.series(member, metric)
+        return x[x > 0], y[x > 0]
+
+    def final(self, member: MemberRun | int, metric: str) -> float | None:
+        """The summary's final value of `metric`, else the member's last logged one."""
+        i = self.index(member)
+        found = self.finals[(self.finals["member"] == i) & (self.finals["metric"] == metric)]
+        if len(found):
+            return float(found["value"][-1])
+        _, y = self.series(i, metric, x="step")
+        return float(y[-1]) if len(y) else None
+
+    @cached_property
+    def _index(self) -> dict[int, int]:
+        return {id(m): i for i, m in enumerate(self.members)}
+
+    @cached_property
+    def _groups(self) -> dict[tuple[int, str], list[int]]:
+        # (member, metric) -> its rows in line order: one pass, so a query reads only its rows.
+        out: dict[tuple[int, str], list[int]] = {}
+        pairs = zip(self.rows["member"].tolist(), self.rows["metric"].tolist(), strict=True)
+        for k, key in enumerate(pairs):
+            out.setdefault(key, []).append(k)
+        return out
 
     def by_member_epoch(self) -> dict[tuple[int, float], dict[str, float]]:
         """(member index, epoch) -> {metric: value}, in record order, so where a resumed run
@@ -113,8 +173,14 @@ def from_members(members: Sequence[MemberRun]) -> RunTable:
             for name, value in record.items():
                 if name not in AXES and value is not None:
                     rows.append((i, line, int(record["step"]), epoch, name, float(value)))
+    finals = [
+        (i, name, float(value))
+        for i, m in enumerate(members)
+        for name, value in ((m.summary or {}).get("final") or {}).items()
+        if value is not None
+    ]
     config = np.array([_config_row(m) for m in members], dtype=CONFIG)
-    return RunTable(members, config, np.array(rows, dtype=ROW))
+    return RunTable(members, config, np.array(rows, dtype=ROW), np.array(finals, dtype=FINAL))
 
 
 def read_runs(runs_dir: str | Path) -> RunTable:
