@@ -86,3 +86,15 @@ def test_series_final_and_logged_read_the_numbers_the_run_wrote(tmp_path: Path) 
     assert table.logged([relu]) == {"train/loss", "test/error"}
     assert table.logged() == {"train/loss", "test/error"}
     assert table.series(table.index(relu), "nothing")[0].size == 0
+
+
+def test_a_selection_is_the_table_of_those_members_alone(tmp_path: Path) -> None:
+    for unit, loss in (("elu", 1.0), ("relu", 2.0)):
+        records = [{"step": 10, "epoch": 1.0, "train/loss": loss}]
+        write_any(tmp_path, "new", "mnist_meanact", "mnist", unit, 0, records)
+    table = read_runs(tmp_path)
+    relu = next(m for m in table.members if m.unit == "relu")
+    alone = table.select([relu])
+    assert alone.members == [relu] and list(alone.config["unit"]) == ["relu"]
+    assert alone.rows["member"].tolist() == [0] and alone.final(relu, "train/loss") == 2.0
+    assert alone.series(0, "train/loss")[1].tolist() == [2.0]

@@ -70,6 +70,7 @@ class Analysis:
     baseline: str = "elu"
     paper_datasets: tuple[str, ...] = ()
     in_paper: bool = True  # False: an experiment a user added, with nothing to compare
+    runs: RunTable | None = None  # a table the members are read in already (the leaderboard's)
     _configs: tuple | None = field(default=None, init=False, repr=False, compare=False)
     _table: RunTable | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -77,7 +78,10 @@ class Analysis:
         """The members' logged values as one long-format table, built once."""
         # Rebuilt when the members were replaced (identity, not equality: no record compared).
         if self._table is None or list(map(id, self._table.members)) != list(map(id, self.members)):
-            self._table = from_members(self.members)
+            if self.runs is None:
+                self._table = from_members(self.members)
+            else:
+                self._table = self.runs.select(self.members)
         return self._table
 
     @property

@@ -118,8 +118,9 @@ def figure_tags(experiment: str) -> list[str]:
 def horizon(a: Analysis) -> float:
     """H of the learning-speed window (epochs 1–H): where the paper says the curves flatten
     (epoch 25), or the last epoch these runs reached when they are shorter (a 3-epoch demo)."""
+    table = a.table()
     finished = [m for m in a.members if m.status == FINISHED] or a.members
-    ends = [x[-1] for m in finished if (x := m.epoch_series("train/loss")[0]).size]
+    ends = [x[-1] for m in finished if (x := table.epoch_series(m, "train/loss")[0]).size]
     return min(_paper_horizon(a), max(ends)) if ends else _paper_horizon(a)
 
 
@@ -144,17 +145,19 @@ def _paper_horizon(a: Analysis) -> float:
 
 def headline_metric(a: Analysis, h: Headline) -> str | None:
     """The first of `h.metrics` that some finished member logged, else None."""
+    table = a.table()
     for metric in h.metrics:
-        if any(m.final(metric) is not None for m in a.members if m.status == FINISHED):
+        if any(table.final(m, metric) is not None for m in a.members if m.status == FINISHED):
             return metric
     return None
 
 
 def member_value(a: Analysis, m: MemberRun, h: Headline, metric: str) -> float | None:
     """One member's value of headline `h` (None when it has none)."""
+    table = a.table()
     if h.reduce == "final":
-        return m.final(metric)
-    x, y = m.epoch_series(metric)
+        return table.final(m, metric)
+    x, y = table.epoch_series(m, metric)
     if h.reduce == "early_mean":
         keep = x <= horizon(a)
         x, y = x[keep], y[keep]

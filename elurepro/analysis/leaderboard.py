@@ -18,7 +18,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, MemberRun, collect_members
+from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, MemberRun
 from elurepro.analysis.context import PAPER_UNITS, Analysis, baseline_label
 from elurepro.analysis.figures import (
     Difference,
@@ -38,6 +38,7 @@ from elurepro.analysis.headline import (
 from elurepro.analysis.report import EXPERIMENTS, default_reported_csv, experiment_spec
 from elurepro.analysis.stats import Comparison, Describe, describe
 from elurepro.analysis.sweeps import Sweep, partition, select_members
+from elurepro.analysis.table import read_runs
 from elurepro.analysis.tables import (
     Reported,
     data_label,
@@ -191,7 +192,8 @@ def build_leaderboard(
     base = baseline_label(baseline)
     if reported is None:
         reported = load_reported(default_reported_csv())
-    members = collect_members(runs_dir)
+    table = read_runs(runs_dir)
+    members = table.members
     lines: list[Line] = []
     added = sorted({m.experiment for m in members} - set(EXPERIMENTS))
     for experiment in [*EXPERIMENTS, *added]:
@@ -210,6 +212,7 @@ def build_leaderboard(
                 baseline=base,
                 paper_datasets=spec.paper_datasets,
                 in_paper=spec.in_paper,
+                runs=table,
             )
             for h in headlines:
                 found += _lines_for(a, sweep, h, chosen)

@@ -73,6 +73,25 @@ class RunTable:
         """The rows where `mask` (over the rows) holds; every member stays."""
         return RunTable(self.members, self.config, self.rows[mask], self.finals)
 
+    def select(self, members: Sequence[MemberRun]) -> RunTable:
+        """The table of `members` (some of this table's), in their order: read once, asked
+        per sweep."""
+        picked = [self.index(m) for m in members]
+        renumber = np.full(len(self.members), -1, dtype=np.int64)
+        renumber[picked] = np.arange(len(picked))
+
+        def kept(array: np.ndarray) -> np.ndarray:
+            out = array[renumber[array["member"]] >= 0]
+            out["member"] = renumber[out["member"]]
+            return out
+
+        return RunTable(
+            [self.members[i] for i in picked],
+            self.config[picked],
+            kept(self.rows),
+            kept(self.finals),
+        )
+
     def metric(self, name: str) -> RunTable:
         return self.where(self.rows["metric"] == name)
 
