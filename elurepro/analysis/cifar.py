@@ -78,7 +78,7 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
             ("test/error", "test error (%)", "test error"),
         ]
     ):
-        curves = {c: step_curve(ms, metric) for c, ms in plain.items()}
+        curves = {c: step_curve(a.table(), ms, metric) for c, ms in plain.items()}
         for col, (part, window) in enumerate(windows):
             ax = axes[row, col]
             for config, curve in curves.items():
@@ -112,7 +112,7 @@ def _fig5(a: Analysis, w: ReportWriter, xmax: float) -> None:
     for col, other in enumerate(others):
         wanted = [base, f"{base}+bn", other, f"{other}+bn"]
         chosen = [c for c in dict.fromkeys(wanted) if c in configs]
-        curves = {c: step_curve(configs[c], "test/error") for c in chosen}
+        curves = {c: step_curve(a.table(), configs[c], "test/error") for c in chosen}
         for row in range(2):
             ax = axes[row, col]
             for config, curve in curves.items():
@@ -449,7 +449,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
             for group in groups:
                 chosen = [m for m in members if m.group == group]
                 if chosen:
-                    curve = step_curve(chosen, metric)
+                    curve = step_curve(a.table(), chosen, metric)
                     plot_curve(ax, curve, label=f"{group} (n={curve.n})", **config_style(chosen))
             for m in members[:1]:
                 for _, end in phase_ends(m)[:-1]:

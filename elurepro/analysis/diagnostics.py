@@ -29,6 +29,7 @@ from elurepro.analysis.figures import (
     plot_curve,
 )
 from elurepro.analysis.stats import compare, describe
+from elurepro.analysis.table import RunTable
 from elurepro.analysis.tables import Column, fmt, fmt_p, record_rows
 
 
@@ -50,9 +51,9 @@ QUANTITIES = (
 RIVALS = ("relu", "lrelu")
 
 
-def _values(m: MemberRun, q: Quantity) -> tuple[np.ndarray, np.ndarray]:
+def _values(table: RunTable, m: MemberRun, q: Quantity) -> tuple[np.ndarray, np.ndarray]:
     """The member's curve of the quantity against epochs, epoch 0 (before training) left out."""
-    x, y = m.epoch_series(q.metric)
+    x, y = table.epoch_series(m, q.metric)
     keep = (x > 0) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if q.angle:
@@ -60,18 +61,18 @@ def _values(m: MemberRun, q: Quantity) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _early_late(m: MemberRun, q: Quantity) -> tuple[float, float]:
+def _early_late(table: RunTable, m: MemberRun, q: Quantity) -> tuple[float, float]:
     """Mean over the first tenth of the logged epochs (at least one point), and the last value."""
-    _, y = _values(m, q)
+    _, y = _values(table, m, q)
     if not y.size:
         return math.nan, math.nan
     head = max(1, math.ceil(0.1 * y.size))
     return float(np.mean(y[:head])), float(y[-1])
 
 
-def _during(m: MemberRun, q: Quantity) -> float:
+def _during(table: RunTable, m: MemberRun, q: Quantity) -> float:
     """The member's mean of the quantity over training: what the paired tests compare."""
-    _, y = _values(m, q)
+    _, y = _values(table, m, q)
     return float(np.mean(y)) if y.size else math.nan
 
 
@@ -88,7 +89,7 @@ def _rows(a: Analysis, quantities: Sequence[Quantity]) -> list[Row]:
     for config, members in a.configs().items():
         done = [m for m in members if m.status == FINISHED]
         for q in quantities:
-            pairs = [_early_late(m, q) for m in done]
+            pairs = [_early_late(a.table(), m, q) for m in done]
             early = describe([e for e, _ in pairs])
             late = describe([v for _, v in pairs])
             rows.append(
@@ -122,7 +123,8 @@ COLUMNS: list[Column[Row]] = [
 
 def theory_section(a: Analysis, w: ReportWriter, speed_metric: str = "train/loss") -> None:
     """The section, when the members logged the diagnostics (``monitor.theory=true``)."""
-    logged = {name for m in a.members for name in m.metric_names()}
+    table = a.table()
+    logged = table.logged()
     quantities = [q for q in QUANTITIES if q.metric in logged]
     if not quantities:
         return
@@ -144,7 +146,9 @@ def theory_section(a: Analysis, w: ReportWriter, speed_metric: str = "train/loss
     for ax, (what, label), letter in zip(axes.flat, panels, "abcdef", strict=False):
 
         def series(m: MemberRun, what=what) -> tuple[np.ndarray, np.ndarray]:
-            return m.epoch_series(speed_metric) if what == "train" else _values(m, what)
+            if what == "train":
+                return table.epoch_series(m, speed_metric)
+            return _values(table, m, what)
 
         for config, members in configs.items():
             curve = finished_curve(members, series)
@@ -184,11 +188,11 @@ def theory_claims(
         q = by_name.get(metric)
         if q is None or elu is None:
             continue
-        mine = {m.seed: _during(m, q) for m in a.finished(elu)}
+        mine = {m.seed: _during(a.table(), m, q) for m in a.finished(elu)}
         for rival in RIVALS:
             if rival not in plain:
                 continue
-            theirs = {m.seed: _during(m, q) for m in a.finished(plain[rival])}
+            theirs = {m.seed: _during(a.table(), m, q) for m in a.finished(plain[rival])}
             c = compare(mine, theirs, group_a=elu, group_b=plain[rival], metric=metric)
             answer = "yes" if c.n and c.p_less < 0.05 else ("no" if c.n else "cannot tell")
             out.append(
@@ -232,7 +236,7 @@ def _ordering(
     for unit, config in plain.items():
         values = []
         for m in a.finished(config):
-            x, y = m.epoch_series(speed_metric)
+            x, y = a.table().epoch_series(m, speed_metric)
             keep = (x > 0) & np.isfinite(y)
             if keep.any():
                 # The first tenth of training: where the paper says ELU learns faster.
@@ -249,7 +253,7 @@ def _ordering(
             continue
         score = {}
         for unit in speed:
-            values = [_during(m, q) for m in a.finished(plain[unit])]
+            values = [_during(a.table(), m, q) for m in a.finished(plain[unit])]
             values = [v for v in values if math.isfinite(v)]
             if values:
                 score[unit] = float(np.mean(values))

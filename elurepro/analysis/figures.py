@@ -22,6 +22,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextPath
 
 from elurepro.analysis.collect import FINISHED, MemberRun
+from elurepro.analysis.table import RunTable
 
 DPI = 150
 
@@ -154,9 +155,18 @@ def finished_curve(
     return Curve(c.x * x_scale, c.mean, c.std, c.n)
 
 
-def step_curve(members: Sequence[MemberRun], metric: str) -> Curve:
+def epoch_curve(
+    table: RunTable, members: Sequence[MemberRun], metric: str, trained: bool = False
+) -> Curve:
+    """``metric`` against epochs, from the run table; `trained`: without epoch 0 (before
+    training)."""
+    series = table.epoch_series if trained else table.series
+    return finished_curve(members, lambda m: series(m, metric))
+
+
+def step_curve(table: RunTable, members: Sequence[MemberRun], metric: str) -> Curve:
     """``metric`` against iterations in thousands (the CNN and ImageNet figures' x axis)."""
-    return finished_curve(members, lambda m: m.series(metric, "step"), 1e-3)
+    return finished_curve(members, lambda m: table.series(m, metric, "step"), 1e-3)
 
 
 def config_style(members: Sequence[MemberRun]) -> dict[str, str]:

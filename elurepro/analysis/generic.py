@@ -7,7 +7,7 @@ from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
     config_style,
-    finished_curve,
+    epoch_curve,
     legend,
     log_scale_if_positive,
     new_figure,
@@ -29,14 +29,14 @@ CURVES = (
 
 
 def report_generic(a: Analysis, w: ReportWriter) -> None:
-    logged = {name for m in a.members for name in m.metric_names()}
+    logged = a.table().logged()
     panels = [(metric, label) for metric, label in CURVES if metric in logged]
     configs = a.configs()
     if panels:
         fig, axes = new_figure(1, len(panels))
         for ax, (metric, label), letter in zip(axes[0], panels, "abcdefg", strict=False):
             for config, members in configs.items():
-                curve = finished_curve(members, lambda m, metric=metric: m.epoch_series(metric))
+                curve = epoch_curve(a.table(), members, metric, trained=True)
                 plot_curve(ax, curve, label=f"{config} (n={curve.n})", **config_style(members))
             if metric.endswith("loss"):
                 log_scale_if_positive(ax)

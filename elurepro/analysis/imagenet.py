@@ -49,7 +49,7 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
     ]
     for ax, (metric, ylabel, what), letter in zip(axes[0], panels, "abc", strict=True):
         for config, members in configs.items():
-            curve = step_curve(members, metric)
+            curve = step_curve(a.table(), members, metric)
             plot_curve(ax, curve, label=f"{config} (n={curve.n})", color=color_for(members[0].unit))
         if metric == "val/top5_error":
             ax.axhline(TOP5_TARGET, color="gray", lw=0.7, ls=":", label="20 %")

@@ -13,10 +13,9 @@ from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun, layer_metri
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
-    Curve,
     config_style,
+    epoch_curve,
     figure_title,
-    finished_curve,
     legend,
     log_scale_if_positive,
     new_figure,
@@ -37,10 +36,6 @@ MEANACT_METRICS = [
     ("test/loss", 4),
     ("test/error", 2),
 ]
-
-
-def _curve(members: Sequence[MemberRun], metric: str) -> Curve:
-    return finished_curve(members, lambda m: m.series(metric))
 
 
 def _elu_config(a: Analysis, lr: float | None = None) -> str | None:
@@ -66,11 +61,11 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
     for config, members in configs.items():
         style = config_style(members)
         color = style["color"]
-        curve = _curve(members, "act/median")
+        curve = epoch_curve(a.table(), members, "act/median")
         plot_curve(ax_act, curve, label=f"{config} (n={curve.n})", **style)
-        train = _curve(members, "train/loss")
+        train = epoch_curve(a.table(), members, "train/loss")
         plot_curve(ax_loss, train, label="_", color=color)
-        val = _curve(members, "val/loss")
+        val = epoch_curve(a.table(), members, "val/loss")
         plot_curve(ax_loss, val, label="_", color=color, linestyle=":")
     ax_act.axhline(0.0, color="black", lw=0.6)
     ax_act.set_xlabel("epoch")
@@ -103,11 +98,11 @@ def meanact_checks(a: Analysis) -> list[str]:
     until = horizon(a)
     closeness, early_loss = {}, {}
     for config, members in configs.items():
-        act = _curve(members, "act/median")
+        act = epoch_curve(a.table(), members, "act/median")
         during = act.x > 0  # epoch 0 is before training
         if during.any():
             closeness[config] = abs(float(np.mean(act.mean[during])))
-        loss = _curve(members, "train/loss")
+        loss = epoch_curve(a.table(), members, "train/loss")
         early = (loss.x > 0) & (loss.x <= until)
         if early.any():
             early_loss[config] = float(np.mean(loss.mean[early]))
@@ -362,8 +357,8 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
             if diverged:
                 at = ", ".join(f"{e:.0f}" if e is not None else "?" for e in epochs)
                 label += f" (diverged at epoch {at})"
-            train = _curve(members, "train/recon_error")
-            test = _curve(members, "test/recon_error")
+            train = epoch_curve(a.table(), members, "train/recon_error")
+            test = epoch_curve(a.table(), members, "test/recon_error")
             plot_curve(ax, train, label=label, color=color)
             plot_curve(ax, test, label="_", color=color, linestyle="--")
             unfinished = [m for m in members if m.status not in (FINISHED, DIVERGED)]
