@@ -31,6 +31,7 @@ from elurepro.analysis.headline import (
     pair,
 )
 from elurepro.analysis.stats import Describe, describe, min_p_note
+from elurepro.analysis.table import RunTable
 from elurepro.analysis.tables import (
     Column,
     Reported,
@@ -297,9 +298,9 @@ def phase_ends(member: MemberRun) -> list[tuple[str, int]]:
     return [(name, round(int(total) * frac)) for name, frac in D1_PHASES]
 
 
-def _error_at(member: MemberRun, start: int, end: int) -> tuple[float, int] | None:
+def _error_at(table: RunTable, member: MemberRun, start: int, end: int) -> tuple[float, int] | None:
     """The last test/error logged in (start, end]: (value, step)."""
-    x, y = member.series("test/error", "step")
+    x, y = table.series(member, "test/error", "step")
     inside = (x > start) & (x <= end)
     if not inside.any():
         return None
@@ -326,7 +327,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
             members = [
                 m for m in a.members if m.dataset == d and m.group == group and m.status == FINISHED
             ]
-            values = [m.final("test/error") for m in members]
+            values = [a.table().final(m, "test/error") for m in members]
             ours[(group, d)] = describe([v for v in values if v is not None])
 
     columns = ["cifar10", "cifar100"]
@@ -406,7 +407,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     for m in sorted(a.members, key=lambda m: (m.dataset, m.seed)):
         start = 0
         for name, end in phase_ends(m):
-            hit = _error_at(m, start, end)
+            hit = _error_at(a.table(), m, start, end)
             rows.append(
                 [
                     data_label([m]),

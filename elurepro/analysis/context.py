@@ -158,8 +158,9 @@ class Analysis:
     def finals(self, config: str, metric: str) -> dict[int, float]:
         """seed -> final value of `metric`, finished members only, missing values left out."""
         out = {}
+        table = self.table()
         for m in self.finished(config):
-            value = m.final(metric)
+            value = table.final(m, metric)
             if value is not None:
                 out[m.seed] = value
         return out

@@ -17,16 +17,20 @@ from elurepro.analysis.figures import (
 )
 from elurepro.analysis.headline import comparisons_section
 from elurepro.analysis.stats import describe
+from elurepro.analysis.table import RunTable
 from elurepro.analysis.tables import find_reported, fmt, not_comparable_reason
 
 TOP5_TARGET = 20.0
 
 
 def iterations_to_reach(
-    member: MemberRun, metric: str = "val/top5_error", threshold: float = TOP5_TARGET
+    table: RunTable,
+    member: MemberRun,
+    metric: str = "val/top5_error",
+    threshold: float = TOP5_TARGET,
 ) -> int | None:
     """The step of the first log point with `metric` at or below `threshold`, else None."""
-    x, y = member.series(metric, "step")
+    x, y = table.series(member, metric, "step")
     hit = np.flatnonzero(y <= threshold)
     return int(x[hit[0]]) if hit.size else None
 
@@ -61,11 +65,12 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
     w.section("Fig. 6: learning curves")
     w.figure(fig, "fig6_learning_curves", a.caption("Fig. 6"))
 
+    table = a.table()
     rows = []
     for config, members in configs.items():
         for m in members:
-            reached = iterations_to_reach(m)
-            _, top5 = m.series("val/top5_error", "step")
+            reached = iterations_to_reach(table, m)
+            _, top5 = table.series(m, "val/top5_error", "step")
             best = f"not reached (best {np.nanmin(top5):.2f} %)" if top5.size else "not logged"
             rows.append(
                 [
@@ -73,10 +78,10 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
                     m.id,
                     m.status,
                     reached if reached is not None else best,
-                    fmt(m.final("val/top5_error")),
-                    fmt(m.final("val/error")),
-                    fmt(m.final("val_full/top5_error")),
-                    fmt(m.final("val_full/error")),
+                    fmt(table.final(m, "val/top5_error")),
+                    fmt(table.final(m, "val/error")),
+                    fmt(table.final(m, "val_full/top5_error")),
+                    fmt(table.final(m, "val_full/error")),
                     fmt(hours_per_10k(m), 3),
                     (m.summary or {}).get("device", "?"),
                 ]
@@ -111,12 +116,13 @@ def _finished_mean(a: Analysis, config: str, fn) -> tuple[float, int, int]:
 
 
 def _paper_table(a: Analysis, w: ReportWriter) -> None:
+    table = a.table()
     rows = []
     hours = {}
     reason = not_comparable_reason(a.members, "imagenet")
     for config in a.configs():
         paper = find_reported(a.reported, a.experiment, "iterations_to_20pct_top5", config)
-        mean, n, total = _finished_mean(a, config, iterations_to_reach)
+        mean, n, total = _finished_mean(a, config, lambda m: iterations_to_reach(table, m))
         ours = "—" if total == 0 else (f"{mean:,.0f} (n={n})" if n else f"not reached (n={total})")
         diff = f"{mean - paper.value:+,.0f}" if paper and n else "—"
         if reason and diff != "—":
@@ -132,8 +138,8 @@ def _paper_table(a: Analysis, w: ReportWriter) -> None:
         )
 
         paper = find_reported(a.reported, a.experiment, "final_top5_error", config)
-        full = describe([m.final("val_full/top5_error") for m in a.finished(config)])
-        sub = describe([m.final("val/top5_error") for m in a.finished(config)])
+        full = describe([table.final(m, "val_full/top5_error") for m in a.finished(config)])
+        sub = describe([table.final(m, "val/top5_error") for m in a.finished(config)])
         ours = (
             f"{full.text(2)} full val." if full.n else (f"{sub.text(2)} 5k val." if sub.n else "—")
         )
