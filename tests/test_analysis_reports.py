@@ -17,6 +17,7 @@ from PIL import Image
 from elurepro.analysis import analyze, collect_members
 from elurepro.analysis.context import Analysis
 from elurepro.analysis.mnist import meanact_checks
+from elurepro.analysis.table import from_members
 from elurepro.analysis.tables import load_reported
 from elurepro.analysis.tb_export import export
 from elurepro.analyze import main
@@ -90,7 +91,7 @@ def test_collect_statuses_and_truncated_last_line(tmp_path: Path) -> None:
     }
     assert len(members["lrelu"].records) == 4
     assert members["relu"].diverged_at_step == 30
-    x, y = members["elu"].series("train/loss")
+    x, y = from_members([members["elu"]]).series(0, "train/loss")
     assert x.tolist() == [0.0, 1.0, 2.0, 3.0]
     assert y.tolist() == pytest.approx([1.0, 1 / 11, 1 / 21, 1 / 31])
 
@@ -105,7 +106,7 @@ def test_series_after_resume_keeps_the_later_line(tmp_path: Path) -> None:
     ]
     _member(tmp_path, "elu", records)
     (member,) = collect_members(tmp_path)
-    x, y = member.series("val/loss", "step")
+    x, y = from_members([member]).series(member, "val/loss", "step")
     assert x.tolist() == [0, 10, 20, 30] and y.tolist() == [2.3, 1.0, 0.8, 0.7]
 
 

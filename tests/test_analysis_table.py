@@ -1,14 +1,15 @@
-"""The long-format table of runs: the same numbers as each member's own records."""
+"""The long-format table of runs: the numbers each member wrote."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from elurepro.analysis import collect_members
-from elurepro.analysis.table import read_runs
+from elurepro.analysis.table import AXES, read_runs
 from tests.analysis_fakes import fake_autoencoder, write_any
 
 
@@ -32,11 +33,20 @@ def test_every_logged_value_is_one_row_with_its_members_configuration(tmp_path: 
         for r in m.records
     )
     for i, m in enumerate(members):
-        for metric in m.metric_names():
+        # What the fake run wrote, line by line (a fresh run: no step logged twice).
+        lines = (m.folder / "metrics.jsonl").read_text().splitlines()
+        written = [json.loads(line) for line in lines]
+        for metric in {k for r in written for k in r} - set(AXES):
             rows = table.where((table.rows["member"] == i) & (table.rows["metric"] == metric))
-            x, y = m.series(metric, x="step")
-            assert rows.rows["step"].tolist() == x.tolist()
-            np.testing.assert_array_equal(rows.rows["value"], y)  # NaN where NaN was logged
+            logged = [r for r in written if r.get(metric) is not None]
+            assert rows.rows["step"].tolist() == [r["step"] for r in logged]
+            for axis in ("epoch", "wall_time"):
+                wrote = [math.nan if r.get(axis) is None else r[axis] for r in logged]
+                np.testing.assert_array_equal(rows.rows[axis], wrote)
+            # NaN where NaN was logged.
+            np.testing.assert_array_equal(rows.rows["value"], [r[metric] for r in logged])
+            x, _ = table.series(i, metric, x="step")
+            assert x.tolist() == [r["step"] for r in logged]
     train = table.metric("train/recon_error")
     diverged = train.where(train.column("status") == "diverged")
     assert set(diverged.column("id")) == {"relu-lr0.01-s1"}
@@ -86,6 +96,23 @@ def test_series_final_and_logged_read_the_numbers_the_run_wrote(tmp_path: Path) 
     assert table.logged([relu]) == {"train/loss", "test/error"}
     assert table.logged() == {"train/loss", "test/error"}
     assert table.series(table.index(relu), "nothing")[0].size == 0
+    assert table.last_step(elu) == 25 and table.last_epoch(elu) == 2.0
+    assert table.epoch_point(elu) == (10, 1.0) and table.step_to_epoch(elu, 15) == 1.5
+    cut = table.until(10)
+    assert cut.last_step(elu) == 10 and cut.series(elu, "test/error", "step")[1].tolist() == [40.0]
+
+
+def test_wall_time_is_an_axis_and_layers_come_in_order(tmp_path: Path) -> None:
+    records = [
+        {"step": 0, "epoch": 0.0, "wall_time": 0.0, "act/median/layer10": 0.1},
+        {"step": 10, "epoch": 1.0, "wall_time": 4.0, "act/median/layer2": 0.2},
+        {"step": 20, "epoch": 2.0, "act/median": 0.3},  # a line without a time
+    ]
+    write_any(tmp_path, "new", "mnist_meanact", "mnist", "elu", 0, records)
+    table = read_runs(tmp_path)
+    x, t = table.axis(0, "wall_time")
+    assert x.tolist() == [0.0, 10.0] and t.tolist() == [0.0, 4.0]
+    assert table.layer_metrics("act/median") == ["act/median/layer2", "act/median/layer10"]
 
 
 def test_a_selection_is_the_table_of_those_members_alone(tmp_path: Path) -> None:

@@ -59,15 +59,15 @@ D1_PHASES = [
 ]
 
 
-def _max_kstep(members: Sequence[MemberRun]) -> float:
-    steps = [r["step"] for m in members for r in m.records if r.get("step") is not None]
-    return max(steps, default=0) / 1000.0
+def _max_kstep(table: RunTable) -> float:
+    steps = table.rows["step"]
+    return (int(steps.max()) if len(steps) else 0) / 1000.0
 
 
 def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
     configs = a.configs()
     context = a.context()
-    xmax = _max_kstep(a.members)
+    xmax = _max_kstep(a.table())
     windows = [("full run", None), ("start", (0.0, START * xmax)), ("end", (END * xmax, xmax))]
 
     # Fig. 4: every configuration without BN, one curve each.
@@ -278,23 +278,23 @@ def schedule_line(members: Sequence[MemberRun]) -> str:
     )
 
 
-def phase_ends(member: MemberRun) -> list[tuple[str, int]]:
+def phase_ends(table: RunTable, member: MemberRun) -> list[tuple[str, int]]:
     """(phase name, last step of the phase) for the 18-layer schedule.
 
     If the records carry a `phase` field, its last step per phase is used; otherwise the D1
     schedule's phase ends are placed at the same fractions of the member's total steps.
     """
     phases: dict[str, int] = {}
-    for record in member.records:
-        if record.get("phase") is not None:
-            phases[str(record["phase"])] = max(
-                phases.get(str(record["phase"]), 0), int(record["step"])
-            )
+    steps, values = table.series(member, "phase", "step")
+    for step, value in zip(steps.tolist(), values.tolist(), strict=True):
+        # The trainer logs the phase as an int; the table holds every value as a float.
+        name = str(int(value)) if value.is_integer() else str(value)
+        phases[name] = max(phases.get(name, 0), int(step))
     if phases:
         return sorted(phases.items(), key=lambda kv: kv[1])
     total = (member.summary or {}).get("steps")
     if total is None:
-        total = max((int(r["step"]) for r in member.records), default=0)
+        total = table.last_step(member) or 0
     return [(name, round(int(total) * frac)) for name, frac in D1_PHASES]
 
 
@@ -406,7 +406,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     rows = []
     for m in sorted(a.members, key=lambda m: (m.dataset, m.seed)):
         start = 0
-        for name, end in phase_ends(m):
+        for name, end in phase_ends(a.table(), m):
             hit = _error_at(a.table(), m, start, end)
             rows.append(
                 [
@@ -453,7 +453,7 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
                     curve = step_curve(a.table(), chosen, metric)
                     plot_curve(ax, curve, label=f"{group} (n={curve.n})", **config_style(chosen))
             for m in members[:1]:
-                for _, end in phase_ends(m)[:-1]:
+                for _, end in phase_ends(a.table(), m)[:-1]:
                     ax.axvline(end / 1000.0, color="gray", lw=0.7, ls=":")
             ax.set_xlabel("iterations (×1000)")
             ax.set_ylabel(ylabel)

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from elurepro.activations import is_own_unit, parse_activation
 from elurepro.activations import unit_label as own_unit_label
 from elurepro.errors import ConfigError, ElureproError
@@ -116,47 +114,6 @@ class MemberRun:
         if self.summary is None or self.summary.get("diverged_at_step") is None:
             return None
         return int(self.summary["diverged_at_step"])
-
-    def metric_names(self) -> set[str]:
-        names = set()
-        for record in self.records:
-            names.update(record)
-        return names - {"step", "epoch", "images", "wall_time"}
-
-    def series(self, metric: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
-        """The (x, value) points logged for `metric`, sorted by x; NaN/inf values kept.
-
-        A run resumed from a checkpoint logs some points again; the later line wins.
-        """
-        points: dict[float, float] = {}
-        for record in self.records:
-            value = record.get(metric)
-            if value is None or record.get(x) is None:
-                continue
-            points[float(record[x])] = float(value)
-        xs = np.asarray(sorted(points), dtype=float)
-        return xs, np.asarray([points[v] for v in xs], dtype=float)
-
-    def final(self, metric: str) -> float | None:
-        """The final value: the summary's `final` entry, else the last logged point."""
-        if self.summary is not None:
-            value = (self.summary.get("final") or {}).get(metric)
-            if value is not None:
-                return float(value)
-        _, ys = self.series(metric, x="step")
-        return float(ys[-1]) if len(ys) else None
-
-    def epoch_series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """`series(metric)` over epochs, without epoch 0 (before training)."""
-        x, y = self.series(metric)
-        return x[x > 0], y[x > 0]
-
-    def step_to_epoch(self, step: float) -> float | None:
-        """Convert a step to an epoch with the step/epoch ratio the records show."""
-        for record in self.records:
-            if record.get("epoch") and record.get("step"):
-                return float(step) * float(record["epoch"]) / float(record["step"])
-        return None
 
 
 def find_member_folders(runs_dir: str | Path) -> list[Path]:
@@ -297,10 +254,3 @@ def load_member(folder: str | Path) -> MemberRun:
 def collect_members(runs_dir: str | Path) -> list[MemberRun]:
     """Load every member found under `runs_dir`."""
     return [load_member(folder) for folder in find_member_folders(runs_dir)]
-
-
-def layer_metrics(members: list[MemberRun], prefix: str) -> list[str]:
-    """Metric names `<prefix>/layerN` present in any member, in layer order."""
-    pattern = re.compile(re.escape(prefix) + r"/layer(\d+)$")
-    found = {name for m in members for name in m.metric_names() if pattern.match(name)}
-    return sorted(found, key=lambda name: int(pattern.match(name).group(1)))

@@ -343,12 +343,12 @@ def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -
     attention = []
     for m in a.members:
         if m.status == UNFINISHED:
-            last = max((r.get("step", 0) for r in m.records), default=None)
+            last = a.table().last_step(m)
             where = "no metrics yet" if last is None else f"last logged step {last}"
             attention.append(f"unfinished: {m.id} ({a.config(m)}, {where}) in {m.folder}")
         elif m.status == DIVERGED:
             step = m.diverged_at_step
-            epoch = m.step_to_epoch(step) if step is not None else None
+            epoch = a.table().step_to_epoch(m, step) if step is not None else None
             at = "" if step is None else f" at step {step}"
             at += "" if epoch is None else f" (epoch {epoch:.1f})"
             attention.append(f"diverged: {m.id} ({a.config(m)}){at} in {m.folder}")

@@ -35,9 +35,9 @@ def iterations_to_reach(
     return int(x[hit[0]]) if hit.size else None
 
 
-def hours_per_10k(member: MemberRun) -> float | None:
+def hours_per_10k(table: RunTable, member: MemberRun) -> float | None:
     """Wall-clock hours per 10k iterations from the first to the last timed record."""
-    x, t = member.series("wall_time", "step")
+    x, t = table.axis(member, "wall_time")
     if x.size < 2 or x[-1] <= x[0]:
         return None
     return float((t[-1] - t[0]) / (x[-1] - x[0]) * 10_000 / 3600)
@@ -82,7 +82,7 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
                     fmt(table.final(m, "val/error")),
                     fmt(table.final(m, "val_full/top5_error")),
                     fmt(table.final(m, "val_full/error")),
-                    fmt(hours_per_10k(m), 3),
+                    fmt(hours_per_10k(table, m), 3),
                     (m.summary or {}).get("device", "?"),
                 ]
             )
@@ -148,7 +148,7 @@ def _paper_table(a: Analysis, w: ReportWriter) -> None:
         )
 
         paper = find_reported(a.reported, a.experiment, "wall_time_per_10k_iterations", config)
-        mean, n, _ = _finished_mean(a, config, hours_per_10k)
+        mean, n, _ = _finished_mean(a, config, lambda m: hours_per_10k(table, m))
         hours[config] = mean
         rows.append(
             [

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.lines import Line2D
 
-from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun, layer_metrics
+from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
 from elurepro.analysis.figures import (
@@ -25,6 +25,7 @@ from elurepro.analysis.figures import (
 from elurepro.analysis.headline import comparisons_section, horizon, horizon_reason, window
 from elurepro.analysis.per_epoch import per_epoch_csv
 from elurepro.analysis.stats import Describe, describe
+from elurepro.analysis.table import RunTable
 from elurepro.analysis.tables import Column, record_rows
 
 MEANACT_METRICS = [
@@ -158,7 +159,7 @@ def _claim(
 
 def _meanact_finals(a: Analysis, w: ReportWriter) -> None:
     configs = a.configs()
-    present = {name for m in a.members for name in m.metric_names()}
+    present = a.table().logged()
     metrics = [(name, d) for name, d in MEANACT_METRICS if name in present]
     rows, csv_rows = [], []
     for config in configs:
@@ -237,7 +238,7 @@ VARIABILITY_SUMMARY_COLUMNS: list[Column[VariabilitySummary]] = [
 
 def _appendix_c(a: Analysis, w: ReportWriter) -> None:
     configs = a.configs()
-    layers = ["act/median"] + layer_metrics(a.members, "act/median")
+    layers = ["act/median"] + a.table().layer_metrics("act/median")
     names = {
         metric: metric.split("/")[-1] if metric != "act/median" else "all units"
         for metric in layers
@@ -248,7 +249,8 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
             if m.status != FINISHED:
                 continue
             for metric in layers:
-                _, y = m.epoch_series(metric)  # the trajectory, without the value before training
+                # The trajectory, without the value before training.
+                _, y = a.table().epoch_series(m, metric)
                 var, dvar = trajectory_variability(y)
                 rows.append(Variability(config, m.seed, m.id, names[metric], len(y), var, dvar))
     w.section("Appendix C: variability of the median activation over training")
@@ -346,9 +348,9 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
             diverged = [m for m in members if m.status == DIVERGED]
             epochs = []
             for m in diverged:
-                epochs.append(_divergence_epoch(m))
+                epochs.append(_divergence_epoch(a.table(), m))
                 for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
-                    x, y = m.series(metric)
+                    x, y = a.table().series(m, metric)
                     ok = np.isfinite(y)
                     ax.plot(x[ok], y[ok], color=color, linestyle=ls, lw=0.8, alpha=0.6)
                     if ok.any():
@@ -366,7 +368,7 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
                 # A sweep still running (or cut short) is worth seeing, marked as such.
                 for m in unfinished:
                     for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
-                        x, y = m.series(metric)
+                        x, y = a.table().series(m, metric)
                         ax.plot(
                             x,
                             y,
@@ -440,14 +442,13 @@ def _lr_text(lr: float | None) -> str:
     return "?" if lr is None else f"{lr:g}"
 
 
-def _divergence_epoch(m: MemberRun) -> float | None:
+def _divergence_epoch(table: RunTable, m: MemberRun) -> float | None:
     step = m.diverged_at_step
     if step is not None:
-        epoch = m.step_to_epoch(step)
+        epoch = table.step_to_epoch(m, step)
         if epoch is not None:
             return epoch
-    epochs = [r["epoch"] for r in m.records if r.get("epoch") is not None]
-    return float(max(epochs)) if epochs else None
+    return table.last_epoch(m)
 
 
 def _ae_row(

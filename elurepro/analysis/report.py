@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from elurepro.analysis import tb_export
@@ -27,6 +28,7 @@ from elurepro.analysis.generic import report_generic
 from elurepro.analysis.imagenet import report_imagenet
 from elurepro.analysis.mnist import report_mnist_autoencoder, report_mnist_meanact
 from elurepro.analysis.sweeps import Sweep, partition, select_members
+from elurepro.analysis.table import RunTable, from_members
 from elurepro.analysis.tables import load_reported, markdown_table
 from elurepro.errors import ElureproError
 
@@ -101,25 +103,33 @@ def default_reported_csv() -> Path:
     return repo if repo.is_file() else Path("results") / "reported.csv"
 
 
-def cut_unfinished(members: list[MemberRun]) -> str | None:
+def cut_unfinished(members: list[MemberRun]) -> tuple[RunTable | None, str | None]:
     """--partial: every member cut at the last step all unfinished ones reached, and counted as
-    finished there. Returns the sentence the report opens with."""
-    unfinished = [m for m in members if m.status == UNFINISHED and m.records]
-    if not unfinished:
-        return None
-    cut = min(max(r["step"] for r in m.records) for m in unfinished)
+    finished there. Returns the members' table so cut (None: nothing to cut) and the sentence
+    the report opens with."""
+    table = from_members(members)
+    last = [table.last_step(m) for m in members if m.status == UNFINISHED]
+    last = [step for step in last if step is not None]
+    if not last:
+        return None, None
+    cut = min(last)
     epoch = None
     for m in members:
-        m.records = [r for r in m.records if r["step"] <= cut]
-        epoch = next((r.get("epoch") for r in reversed(m.records) if "epoch" in r), epoch)
+        # The epoch of the member's last line at or before the cut; the last member's wins.
+        rows = table.rows[(table.rows["member"] == table.index(m)) & (table.rows["step"] <= cut)]
+        rows = rows[~np.isnan(rows["epoch"])]
+        if len(rows):
+            epoch = float(rows["epoch"][np.argmax(rows["line"])])
+    for m in members:
         if m.status == UNFINISHED:
             # provenance.json (the member folder's in the new layout, the population folder's in
             # the old one; written when training starts) stands in for the summary's hardware,
             # software and data fields.
             prov = dict(m.provenance or {})
             m.summary = {**prov, "status": "finished", "final": {}, "partial_at_step": cut}
-    return (
-        f"**PARTIAL ANALYSIS (`--partial`)**: {len(unfinished)} member(s) had not finished; every "
+    # Built again: a member's status and finals are its summary's, now the stand-in above.
+    return from_members(members).until(cut), (
+        f"**PARTIAL ANALYSIS (`--partial`)**: {len(last)} member(s) had not finished; every "
         f"member is cut at step {cut} (epoch {epoch}) and its values there are reported as final. "
         "This is not the end of the protocol."
     )
@@ -243,7 +253,7 @@ def _analyze_sweep(
     several: bool,
 ) -> AnalysisResult:
     members, dup_notes = select_members(sweep.members)
-    cut_note = cut_unfinished(members) if partial else None
+    cut, cut_note = cut_unfinished(members) if partial else (None, None)
     a = Analysis(
         experiment,
         runs_dir,
@@ -254,6 +264,7 @@ def _analyze_sweep(
         baseline=baseline,
         paper_datasets=spec.paper_datasets,
         in_paper=spec.in_paper,
+        runs=cut,
     )
     w = ReportWriter(out_dir, f"{experiment}: {spec.title}", banner=banner(a))
     w.text(f"Sweep: {sweep.label}.")

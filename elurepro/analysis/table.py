@@ -10,6 +10,7 @@ one with them repeated on every row, without a copy of each string per value.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,6 +45,7 @@ ROW = np.dtype(
         ("line", np.int64),  # the record's line in metrics.jsonl: a resumed run's later line wins
         ("step", np.int64),
         ("epoch", np.float64),  # NaN where the record has no epoch
+        ("wall_time", np.float64),  # seconds of training; NaN where the record has none
         ("metric", object),
         ("value", np.float64),
     ]
@@ -106,6 +108,12 @@ class RunTable:
         wanted = {self.index(m) for m in members}
         return {metric for member, metric in self._groups if member in wanted}
 
+    def layer_metrics(self, prefix: str) -> list[str]:
+        """Metric names ``<prefix>/layerN`` any member logged, in layer order."""
+        pattern = re.compile(re.escape(prefix) + r"/layer(\d+)$")
+        found = [name for name in self.logged() if pattern.match(name)]
+        return sorted(found, key=lambda name: int(pattern.match(name).group(1)))
+
     def index(self, member: MemberRun | int) -> int:
         """The member's index into ``members`` (an index is returned as it is)."""
         if isinstance(member, (int, np.integer)):
@@ -153,6 +161,51 @@ class RunTable:
             out.setdefault(key, []).append(k)
         return out
 
+    def _rows_of(self, member: MemberRun | int) -> np.ndarray:
+        # The member's rows in line order: rows are appended member by member, line by line,
+        # and every selection keeps their order.
+        return self.rows[self.rows["member"] == self.index(member)]
+
+    def last_step(self, member: MemberRun | int) -> int | None:
+        """The last step the member logged a value at, else None."""
+        steps = self._rows_of(member)["step"]
+        return int(steps.max()) if len(steps) else None
+
+    def last_epoch(self, member: MemberRun | int) -> float | None:
+        """The largest epoch the member logged a value at, else None."""
+        epochs = self._rows_of(member)["epoch"]
+        epochs = epochs[~np.isnan(epochs)]
+        return float(epochs.max()) if len(epochs) else None
+
+    def epoch_point(self, member: MemberRun | int) -> tuple[int, float] | None:
+        """The member's first logged (step, epoch) with both non-zero: the step/epoch ratio."""
+        for r in self._rows_of(member):
+            if r["step"] and r["epoch"] and not math.isnan(r["epoch"]):
+                return int(r["step"]), float(r["epoch"])
+        return None
+
+    def step_to_epoch(self, member: MemberRun | int, step: float) -> float | None:
+        """`step` in epochs at the member's step/epoch ratio, else None."""
+        point = self.epoch_point(member)
+        return None if point is None else float(step) * point[1] / float(point[0])
+
+    def axis(
+        self, member: MemberRun | int, name: str, x: str = "step"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The member's (x, axis `name`) points (``wall_time`` over ``step``), sorted by x, over
+        the lines that logged a value; the later line wins, NaN left out."""
+        rows = self._rows_of(member)
+        points: dict[float, float] = {}
+        for at, value in zip(rows[x].astype(float).tolist(), rows[name].tolist(), strict=True):
+            if not (math.isnan(at) or math.isnan(value)):
+                points[at] = value
+        xs = np.asarray(sorted(points), dtype=float)
+        return xs, np.asarray([points[v] for v in xs], dtype=float)
+
+    def until(self, step: int) -> RunTable:
+        """The rows logged at or before `step` (``--partial``'s cut)."""
+        return self.where(self.rows["step"] <= step)
+
     def by_member_epoch(self) -> dict[tuple[int, float], dict[str, float]]:
         """(member index, epoch) -> {metric: value}, in record order, so where a resumed run
         logged an epoch twice its later line wins; rows without an epoch are left out."""
@@ -161,6 +214,11 @@ class RunTable:
             if not math.isnan(r["epoch"]):
                 out.setdefault((int(r["member"]), float(r["epoch"])), {})[r["metric"]] = r["value"]
         return out
+
+
+def _axis(record: dict, name: str) -> float:
+    value = record.get(name)
+    return math.nan if value is None else float(value)
 
 
 def _config_row(m: MemberRun) -> tuple:
@@ -187,11 +245,11 @@ def from_members(members: Sequence[MemberRun]) -> RunTable:
     rows = []
     for i, m in enumerate(members):
         for line, record in enumerate(m.records):
-            epoch = record.get("epoch")
-            epoch = math.nan if epoch is None else float(epoch)
+            step = int(record["step"])
+            epoch, wall = (_axis(record, name) for name in ("epoch", "wall_time"))
             for name, value in record.items():
                 if name not in AXES and value is not None:
-                    rows.append((i, line, int(record["step"]), epoch, name, float(value)))
+                    rows.append((i, line, step, epoch, wall, name, float(value)))
     finals = [
         (i, name, float(value))
         for i, m in enumerate(members)

@@ -44,11 +44,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from elurepro.analysis.collect import FINISHED, UNFINISHED, MemberRun, find_member_folders
 from elurepro.analysis.figures import mean_curve
 from elurepro.analysis.headline import figure_tags
+from elurepro.analysis.table import RunTable, from_members
 from elurepro.tblinks import MEAN_STD_DIR, custom_scalars_url, mean_std_url
 
 if TYPE_CHECKING:
@@ -111,14 +113,14 @@ def _metric_order(name: str) -> tuple:
     return (rank, {"val": 0, "test": 1}.get(split, 2), name)
 
 
-def headline_metrics(members: Sequence[MemberRun]) -> list[str]:
+def headline_metrics(table: RunTable, members: Sequence[MemberRun]) -> list[str]:
     """The scalar tags worth a column and a chart, the paper's comparisons first."""
-    names = {n for m in members for n in m.metric_names()}
+    names = table.logged(members)
     names |= {n for m in members for n in ((m.summary or {}).get("final") or {})}
     return sorted((n for n in names if _is_headline(n)), key=_metric_order)
 
 
-def x_axis(members: Sequence[MemberRun]) -> str:
+def x_axis(table: RunTable, members: Sequence[MemberRun]) -> str:
     """'epoch' where the experiment counts in epochs and every point of the finished members
     (those the mean curves are made of) is at a whole epoch, else 'step'."""
     units = set()
@@ -127,9 +129,10 @@ def x_axis(members: Sequence[MemberRun]) -> str:
         units.add((config.get("train") or {}).get("unit"))
     if units != {"epoch"}:
         return "step"
-    finished = [m for m in members if m.status == FINISHED]
-    epochs = [float(r["epoch"]) for m in finished for r in m.records if "epoch" in r]
-    return "epoch" if all(abs(e - round(e)) < 1e-6 for e in epochs) else "step"
+    finished = [table.index(m) for m in members if m.status == FINISHED]
+    epochs = table.rows["epoch"][np.isin(table.rows["member"], finished)]
+    epochs = epochs[~np.isnan(epochs)]
+    return "epoch" if bool(np.all(np.abs(epochs - np.round(epochs)) < 1e-6)) else "step"
 
 
 def mean_std_prefix(member_folder: Path) -> str:
@@ -331,9 +334,9 @@ def _write_headlines(a: Analysis) -> int:
     wanted = [(h, headline_metric(a, h)) for h in headlines_for(a.experiment)]
     written = 0
     for m in a.members:
-        if disk_status(m) != FINISHED or not m.records:
+        step = a.table().last_step(m)
+        if disk_status(m) != FINISHED or step is None:
             continue
-        step = max(int(r["step"]) for r in m.records)
         values = {h.key: member_value(a, m, h, metric) for h, metric in wanted if metric}
         now = time.time()
         events = [Event(wall_time=now, file_version="brain.Event:2")]
@@ -367,7 +370,12 @@ def _clear_events(folder: Path) -> None:
 
 
 def _write_mean_std(
-    root: Path, members: Sequence[MemberRun], metrics: Sequence[str], axis: str, prefix: str
+    root: Path,
+    table: RunTable,
+    members: Sequence[MemberRun],
+    metrics: Sequence[str],
+    axis: str,
+    prefix: str,
 ) -> list[str]:
     """The ``_mean_std/<group>`` runs; returns their configurations."""
     from torch.utils.tensorboard import SummaryWriter
@@ -379,7 +387,7 @@ def _write_mean_std(
     for group, runs in sorted(groups.items()):
         with SummaryWriter(log_dir=str(root / MEAN_STD_DIR / group)) as writer:
             for metric in metrics:
-                curve = mean_curve([m.series(metric, x=axis) for m in runs])
+                curve = mean_curve([table.series(m, metric, x=axis) for m in runs])
                 for x, mean, std in zip(curve.x, curve.mean, curve.std):
                     step = int(round(x))
                     tag = f"{prefix}{metric}"
@@ -389,12 +397,12 @@ def _write_mean_std(
     return sorted(groups)
 
 
-def steps_per_epoch(members: Sequence[MemberRun]) -> float | None:
+def steps_per_epoch(table: RunTable, members: Sequence[MemberRun]) -> float | None:
     """Iterations per epoch, as the records show them (None where they do not say)."""
     for m in members:
-        for r in m.records:
-            if r.get("epoch") and r.get("step"):
-                return float(r["step"]) / float(r["epoch"])
+        point = table.epoch_point(m)
+        if point is not None:
+            return float(point[0]) / float(point[1])
     return None
 
 
@@ -423,6 +431,13 @@ def layout(
     return {title: charts}
 
 
+def _table_of(members: Sequence[MemberRun], analysis: Analysis | None) -> RunTable:
+    # The analysis's table where it holds these members (read once, cut by --partial).
+    if analysis is not None and {id(m) for m in members} <= {id(m) for m in analysis.members}:
+        return analysis.table()
+    return from_members(members)
+
+
 def export(
     runs_dir: str | Path,
     members: Sequence[MemberRun],
@@ -442,17 +457,18 @@ def export(
     try:
         sessions = _write_sessions(members)
         headlines = _write_headlines(analysis) if analysis is not None else 0
+        table = _table_of(members, analysis)
         roots: dict[Path, list[MemberRun]] = {}
         for m in members:
             roots.setdefault(m.sweep_folder, []).append(m)
         lines = []
         for root, ms in roots.items():
-            metrics = headline_metrics(ms)
-            axis = x_axis(ms)
+            metrics = headline_metrics(table, ms)
+            axis = x_axis(table, ms)
             prefix = mean_std_prefix(ms[0].folder)
             _clear_events(root / MEAN_STD_DIR)
             _clear_events(root / ANALYSIS_DIR)
-            configs = _write_mean_std(root, ms, metrics, axis, prefix)
+            configs = _write_mean_std(root, table, ms, metrics, axis, prefix)
             charts = layout(
                 experiment,
                 sweep_label(ms[0].folder),
@@ -460,7 +476,7 @@ def export(
                 axis,
                 configs,
                 prefix,
-                steps_per_epoch(ms),
+                steps_per_epoch(table, ms),
             )
             with SummaryWriter(log_dir=str(root / ANALYSIS_DIR)) as writer:
                 writer.add_custom_scalars(charts)
