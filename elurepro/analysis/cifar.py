@@ -65,12 +65,21 @@ def _max_kstep(table: RunTable) -> float:
 
 
 def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
+    xmax = _max_kstep(a.table())
+    _fig4(a, w, xmax)
+    _fig5(a, w, xmax)
+    _cifar100_table(a, w)
+    comparisons_section(a, w)
+    theory_section(a, w)
+    _wilcoxon_section(a, w)
+
+
+def _fig4(a: Analysis, w: ReportWriter, xmax: float) -> None:
+    """Fig. 4: every configuration without BN, one curve each, over the full run, its start and
+    its end."""
     configs = a.configs()
     context = a.context()
-    xmax = _max_kstep(a.table())
     windows = [("full run", None), ("start", (0.0, START * xmax)), ("end", (END * xmax, xmax))]
-
-    # Fig. 4: every configuration without BN, one curve each.
     plain = {c: ms for c, ms in configs.items() if not ms[0].batchnorm}
     fig, axes = new_figure(2, 3)
     for row, (metric, ylabel, what) in enumerate(
@@ -95,12 +104,6 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
     fig.suptitle(f"Fig. 4, 11-layer CNN without BN (mean ± std over seeds) — {context}")
     w.section("Fig. 4: learning curves without batch normalization")
     w.figure(fig, "fig4_learning_curves", a.caption("Fig. 4"))
-
-    _fig5(a, w, xmax)
-    _cifar100_table(a, w)
-    comparisons_section(a, w)
-    theory_section(a, w)
-    _wilcoxon_section(a, w)
 
 
 def _fig5(a: Analysis, w: ReportWriter, xmax: float) -> None:
@@ -316,11 +319,19 @@ def _network_name(config: str) -> str:
 def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     datasets = [d for d in ("cifar10", "cifar100") if any(m.dataset == d for m in a.members)]
     datasets += sorted({m.dataset for m in a.members} - set(datasets))
+    groups = list(dict.fromkeys(ms[0].group for ms in a.configs().values()))
+    _table1(a, w, datasets, groups)
+    _phase_table(a, w)
+    _curves_18layer(a, w, datasets, groups)
+    comparisons_section(a, w)
+
+
+def _table1(a: Analysis, w: ReportWriter, datasets: list[str], groups: list[str]) -> None:
+    """Table 1: the paper's networks' test errors beside ours, one row per configuration."""
     reasons = {
         d: not_comparable_reason([m for m in a.members if m.dataset == d], d) for d in datasets
     }
     # Our rows: one per configuration (unit, BN) present, the paper's ELU network first.
-    groups = list(dict.fromkeys(ms[0].group for ms in a.configs().values()))
     ours: dict[tuple[str, str], Describe] = {}
     for group in groups:
         for d in datasets:
@@ -402,7 +413,9 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
         "(CSV: `table1.csv`)"
     )
 
-    # Test error at the end of each phase.
+
+def _phase_table(a: Analysis, w: ReportWriter) -> None:
+    """The test error at the end of each training phase, per member."""
     rows = []
     for m in sorted(a.members, key=lambda m: (m.dataset, m.seed)):
         start = 0
@@ -437,6 +450,9 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     ]
     w.table(headers, rows, csv_name="phases.csv")
 
+
+def _curves_18layer(a: Analysis, w: ReportWriter, datasets: list[str], groups: list[str]) -> None:
+    """Training loss and test error per data set, with the phase ends dotted."""
     fig, axes = new_figure(2, len(datasets))
     for col, d in enumerate(datasets):
         members = [m for m in a.members if m.dataset == d]
@@ -463,4 +479,3 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     fig.suptitle(f"18-layer network (dotted: phase ends) — {a.context()}")
     w.section("Learning curves")
     w.figure(fig, "cifar_18layer_curves", a.caption("Table 1 network: learning curves"))
-    comparisons_section(a, w)

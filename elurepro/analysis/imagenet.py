@@ -44,6 +44,14 @@ def hours_per_10k(table: RunTable, member: MemberRun) -> float | None:
 
 
 def report_imagenet(a: Analysis, w: ReportWriter) -> None:
+    _fig6(a, w)
+    _member_table(a, w)
+    _paper_table(a, w)
+    comparisons_section(a, w)
+
+
+def _fig6(a: Analysis, w: ReportWriter) -> None:
+    """Fig. 6: training loss, top-5 and top-1 validation error over iterations."""
     configs = a.configs()
     fig, axes = new_figure(1, 3)
     panels = [
@@ -65,9 +73,12 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
     w.section("Fig. 6: learning curves")
     w.figure(fig, "fig6_learning_curves", a.caption("Fig. 6"))
 
+
+def _member_table(a: Analysis, w: ReportWriter) -> None:
+    """Per member: iterations to 20 % top-5, last and full-validation errors, speed."""
     table = a.table()
     rows = []
-    for config, members in configs.items():
+    for config, members in a.configs().items():
         for m in members:
             reached = iterations_to_reach(table, m)
             _, top5 = table.series(m, "val/top5_error", "step")
@@ -103,8 +114,6 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
         rows,
         csv_name="members.csv",
     )
-    _paper_table(a, w)
-    comparisons_section(a, w)
 
 
 def _finished_mean(a: Analysis, config: str, fn) -> tuple[float, int, int]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
 from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun
@@ -53,10 +54,22 @@ def _sci(value: float) -> str:
 
 
 def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
+    _fig2(a, w)
+    w.section("Checks of the paper's claims")
+    if a.claims_caveat():
+        w.text(a.claims_caveat())
+    w.bullets(meanact_checks(a))
+    _meanact_finals(a, w)
+    comparisons_section(a, w)
+    theory_section(a, w)
+    _appendix_c(a, w)
+    per_epoch_csv(a, w)
+
+
+def _fig2(a: Analysis, w: ReportWriter) -> None:
+    """Fig. 2a and 2b: the median unit activation and the cross-entropy over epochs."""
     configs = a.configs()
     context = a.context()
-
-    # Fig. 2a and 2b.
     fig, axes = new_figure(1, 2)
     ax_act, ax_loss = axes[0]
     for config, members in configs.items():
@@ -81,16 +94,6 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
     figure_title(fig, f"Fig. 2, MNIST 8×128 network — {context}")
     w.section("Fig. 2: mean activation and learning speed")
     w.figure(fig, "fig2_mean_activation_and_loss", a.caption("Fig. 2"))
-
-    w.section("Checks of the paper's claims")
-    if a.claims_caveat():
-        w.text(a.claims_caveat())
-    w.bullets(meanact_checks(a))
-    _meanact_finals(a, w)
-    comparisons_section(a, w)
-    theory_section(a, w)
-    _appendix_c(a, w)
-    per_epoch_csv(a, w)
 
 
 def meanact_checks(a: Analysis) -> list[str]:
@@ -335,53 +338,37 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
 
 
 def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
-    configs = a.configs()
     lrs = sorted({m.lr for m in a.members if m.lr is not None}, reverse=True) or [None]
+    _fig3(a, w, lrs)
+    _ae_final_table(a, w, lrs)
+    if a.claims_caveat():
+        w.section("Checks of the paper's claims")
+        w.text(a.claims_caveat())
+        _ae_checks(a, w, lrs, section=False)
+    else:
+        _ae_checks(a, w, lrs)
+    comparisons_section(a, w)
+
+
+def _ae_configs(a: Analysis, lr: float | None) -> dict[str, list[MemberRun]]:
+    """The configurations trained at learning rate `lr`."""
+    return {c: ms for c, ms in a.configs().items() if ms[0].lr == lr}
+
+
+def _act(members: Sequence[MemberRun]) -> str:
+    return members[0].unit + ("+bn" if members[0].batchnorm else "")
+
+
+def _divergence_epochs(a: Analysis, members: Sequence[MemberRun]) -> list[float | None]:
+    return [_divergence_epoch(a.table(), m) for m in members if m.status == DIVERGED]
+
+
+def _fig3(a: Analysis, w: ReportWriter, lrs: list[float | None]) -> None:
+    """Fig. 3: the reconstruction error over epochs, one panel per learning rate."""
     fig, axes = new_figure(1, len(lrs), panel=(3.0, 2.8))
-    rows = []
     for ax, lr, letter in zip(axes[0], lrs, "abcdefgh"[: len(lrs)], strict=True):
-        for config, members in configs.items():
-            if members[0].lr != lr:
-                continue
-            color = config_style(members)["color"]
-            act = members[0].unit + ("+bn" if members[0].batchnorm else "")
-            diverged = [m for m in members if m.status == DIVERGED]
-            epochs = []
-            for m in diverged:
-                epochs.append(_divergence_epoch(a.table(), m))
-                for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
-                    x, y = a.table().series(m, metric)
-                    ok = np.isfinite(y)
-                    ax.plot(x[ok], y[ok], color=color, linestyle=ls, lw=0.8, alpha=0.6)
-                    if ok.any():
-                        ax.plot([x[ok][-1]], [y[ok][-1]], marker="x", color=color, ms=7, mew=2)
-            label = act
-            if diverged:
-                at = ", ".join(f"{e:.0f}" if e is not None else "?" for e in epochs)
-                label += f" (diverged at epoch {at})"
-            train = epoch_curve(a.table(), members, "train/recon_error")
-            test = epoch_curve(a.table(), members, "test/recon_error")
-            plot_curve(ax, train, label=label, color=color)
-            plot_curve(ax, test, label="_", color=color, linestyle="--")
-            unfinished = [m for m in members if m.status not in (FINISHED, DIVERGED)]
-            if train.n == 0 and unfinished:
-                # A sweep still running (or cut short) is worth seeing, marked as such.
-                for m in unfinished:
-                    for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
-                        x, y = a.table().series(m, metric)
-                        ax.plot(
-                            x,
-                            y,
-                            color=color,
-                            linestyle=ls,
-                            lw=1.2,
-                            label=f"{label} (unfinished, epoch {x[-1]:.0f})"
-                            if ls == "-" and len(x)
-                            else "_",
-                        )
-            elif train.n == 0 and diverged:
-                ax.plot([], [], color=color, marker="x", label=label)
-            rows.append(_ae_row(a, config, members, act, lr, epochs))
+        for members in _ae_configs(a, lr).values():
+            _plot_ae_config(a, ax, members)
         log_scale_if_positive(ax)
         ax.set_xlabel("epoch")
         panel_title(ax, letter, f"learning rate {_lr_text(lr)}")
@@ -399,15 +386,58 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
         "'unfinished' with the last epoch they reached)."
     )
 
+
+def _plot_ae_config(a: Analysis, ax: Axes, members: list[MemberRun]) -> None:
+    """One configuration's curves: its diverged members thin, the finished ones' mean thick,
+    unfinished members where nothing finished."""
+    table = a.table()
+    color = config_style(members)["color"]
+    diverged = [m for m in members if m.status == DIVERGED]
+    for m in diverged:
+        for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
+            x, y = table.series(m, metric)
+            ok = np.isfinite(y)
+            ax.plot(x[ok], y[ok], color=color, linestyle=ls, lw=0.8, alpha=0.6)
+            if ok.any():
+                ax.plot([x[ok][-1]], [y[ok][-1]], marker="x", color=color, ms=7, mew=2)
+    label = _act(members)
+    if diverged:
+        epochs = _divergence_epochs(a, members)
+        at = ", ".join(f"{e:.0f}" if e is not None else "?" for e in epochs)
+        label += f" (diverged at epoch {at})"
+    train = epoch_curve(table, members, "train/recon_error")
+    test = epoch_curve(table, members, "test/recon_error")
+    plot_curve(ax, train, label=label, color=color)
+    plot_curve(ax, test, label="_", color=color, linestyle="--")
+    unfinished = [m for m in members if m.status not in (FINISHED, DIVERGED)]
+    if train.n == 0 and unfinished:
+        # A sweep still running (or cut short) is worth seeing, marked as such.
+        for m in unfinished:
+            for metric, ls in (("train/recon_error", "-"), ("test/recon_error", "--")):
+                x, y = table.series(m, metric)
+                ax.plot(
+                    x,
+                    y,
+                    color=color,
+                    linestyle=ls,
+                    lw=1.2,
+                    label=f"{label} (unfinished, epoch {x[-1]:.0f})"
+                    if ls == "-" and len(x)
+                    else "_",
+                )
+    elif train.n == 0 and diverged:
+        ax.plot([], [], color=color, marker="x", label=label)
+
+
+def _ae_final_table(a: Analysis, w: ReportWriter, lrs: list[float | None]) -> None:
+    """Per configuration and learning rate: counts, final errors, divergence epochs."""
+    rows = [
+        _ae_row(a, config, members, _act(members), lr, _divergence_epochs(a, members))
+        for lr in lrs
+        for config, members in _ae_configs(a, lr).items()
+    ]
     w.section("Final reconstruction error (finished members, mean ± std)")
     w.records(rows, AE_COLUMNS, csv_name="final_values.csv")
-    if a.claims_caveat():
-        w.section("Checks of the paper's claims")
-        w.text(a.claims_caveat())
-        _ae_checks(a, w, lrs, section=False)
-    else:
-        _ae_checks(a, w, lrs)
-    comparisons_section(a, w)
 
 
 @dataclass
