@@ -239,15 +239,10 @@ VARIABILITY_SUMMARY_COLUMNS: list[Column[VariabilitySummary]] = [
 ]
 
 
-def _appendix_c(a: Analysis, w: ReportWriter) -> None:
-    configs = a.configs()
-    layers = ["act/median"] + a.table().layer_metrics("act/median")
-    names = {
-        metric: metric.split("/")[-1] if metric != "act/median" else "all units"
-        for metric in layers
-    }
-    rows: list[Variability] = []
-    for config, members in configs.items():
+def _variability(a: Analysis, layers: list[str], names: dict[str, str]) -> list[Variability]:
+    """Per finished member and layer: the variability of its median activation's trajectory."""
+    rows = []
+    for config, members in a.configs().items():
         for m in members:
             if m.status != FINISHED:
                 continue
@@ -256,6 +251,18 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
                 _, y = a.table().epoch_series(m, metric)
                 var, dvar = trajectory_variability(y)
                 rows.append(Variability(config, m.seed, m.id, names[metric], len(y), var, dvar))
+    return rows
+
+
+def _appendix_c(a: Analysis, w: ReportWriter) -> None:
+    """Appendix C: the variability table, the ReLU-vs-ELU check and the box plots."""
+    configs = a.configs()
+    layers = ["act/median"] + a.table().layer_metrics("act/median")
+    names = {
+        metric: metric.split("/")[-1] if metric != "act/median" else "all units"
+        for metric in layers
+    }
+    rows = _variability(a, layers, names)
     w.section("Appendix C: variability of the median activation over training")
     w.text(
         "Per finished member and layer: the variance over epochs 1…E of the median (over "
@@ -298,7 +305,22 @@ def _appendix_c(a: Analysis, w: ReportWriter) -> None:
             ]
         )
 
-    # Box plot with the individual seeds on top, one box per configuration and layer.
+    _appendix_c_figure(a, w, rows, layers, names)
+
+
+def _appendix_c_figure(
+    a: Analysis,
+    w: ReportWriter,
+    rows: list[Variability],
+    layers: list[str],
+    names: dict[str, str],
+) -> None:
+    """Box plots with the individual seeds on top, one box per configuration and layer."""
+    configs = a.configs()
+
+    def of(config: str, layer: str) -> list[Variability]:
+        return [r for r in rows if r.config == config and r.layer == layer]
+
     fig, axes = new_figure(2, 1, panel=(max(5.0, 0.9 * len(layers) * len(configs) / 2), 2.6))
     width = 0.8 / max(1, len(configs))
     for ax, field_name, ylabel in (
