@@ -107,7 +107,7 @@ def _configs(tmp_path: Path) -> Path:
     return conf
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_a_new_model_trains_at_smoke_budget_through_the_command(tmp_path: Path) -> None:
     conf = _configs(tmp_path)
     write_cifar10(tmp_path / "data")

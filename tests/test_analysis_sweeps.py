@@ -52,6 +52,7 @@ def _smoke_and_paper(runs: Path) -> None:
     )
 
 
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 @pytest.mark.parametrize("level", ["experiment", "budget"])
 def test_unfinished_paper_member_is_never_replaced_by_a_finished_smoke_member(
     tmp_path: Path, level: str, capsys

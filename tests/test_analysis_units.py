@@ -240,6 +240,7 @@ def test_table_of_finals_lists_every_unit(units_report) -> None:
             assert row["paper_test_error"] == ("28.75" if unit == "elu" and not bn else "")
 
 
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_another_baseline(tmp_path: Path) -> None:
     write_runs(tmp_path / "runs")
     result = analyze(

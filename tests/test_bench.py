@@ -77,7 +77,7 @@ exit 0
 """
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_gpu_check_cuts_a_hanging_step_and_leaves_at_most_eight_files(tmp_path):
     stub = tmp_path / "python"
     stub.write_text(STUB)

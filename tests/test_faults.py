@@ -370,7 +370,7 @@ BAD_CONFIG = [
 ]
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 @background()
 def test_bad_config_is_one_line_before_any_data_is_read(ctx: Ctx) -> None:
     """Exit 2, one line naming key, value and what is allowed; nothing read, nothing written
@@ -605,7 +605,7 @@ def test_a_checkpoint_from_before_seals_still_loads(tmp_path):
 
 
 # ------------------------------------------------------------------ the operating system
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 @background("reference")
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(ctx: Ctx) -> None:
     out = ctx.tmp / "out"

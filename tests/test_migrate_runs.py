@@ -144,7 +144,7 @@ def test_a_member_whose_files_do_not_say_where_it_goes_is_left_with_one_line(
         collect_members(runs)
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_the_command_line(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     pop = old_population(runs, "pop-0badc0de", "smoke", "f00d")

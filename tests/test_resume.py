@@ -56,7 +56,7 @@ def _wait_for_checkpoint_after_start(runs: Path, proc: subprocess.Popen, timeout
     pytest.fail("no checkpoint within the time limit")
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 @pytest.mark.parametrize(
     "sig",
     [signal.SIGKILL, signal.SIGINT],

@@ -291,7 +291,7 @@ def test_the_wait_line_counts_every_member_held_elsewhere(tmp_path):
     assert str(said.value).startswith("waiting: the 6 member(s) left are being trained by node7:")
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_two_identical_commands_train_each_member_once(tmp_path, mnist_root):
     cmd = _command(tmp_path / "runs", mnist_root, "budget.max_steps=200")
     procs = [_start(cmd, tmp_path) for _ in range(2)]
@@ -308,7 +308,7 @@ def test_two_identical_commands_train_each_member_once(tmp_path, mnist_root):
     assert len(said) == 1 and said[0].count("training ") == 0
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_three_workers_share_a_sweep_and_match_one_worker(tmp_path, mnist_root):
     extra = ("budget.max_steps=60", "population.max_members=2")
     alone = _finish(_command(tmp_path / "one", mnist_root, *extra), tmp_path)
@@ -326,7 +326,7 @@ def test_three_workers_share_a_sweep_and_match_one_worker(tmp_path, mnist_root):
     assert trained == 3  # three populations of two, each trained by exactly one worker
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_a_worker_killed_mid_member_is_finished_by_another(tmp_path, mnist_root):
     extra = ("budget.max_steps=200", "population.max_members=3")
     reference = _finish(_command(tmp_path / "one", mnist_root, *extra), tmp_path)

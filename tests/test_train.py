@@ -25,7 +25,7 @@ def _strip_time(records):
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
 
 
-@pytest.mark.slow  # moved out of the default suite to keep it under 5 min (issue 26)
+@pytest.mark.slow  # out of the default suite, which stays under 5 min (README, Development)
 def test_smoke_run_from_an_empty_folder(mnist_root, tmp_path):
     """The command a user types, in a fresh folder: event files and metrics appear there."""
     work = tmp_path / "empty"
