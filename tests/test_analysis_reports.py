@@ -96,20 +96,6 @@ def test_collect_statuses_and_truncated_last_line(tmp_path: Path) -> None:
     assert y.tolist() == pytest.approx([1.0, 1 / 11, 1 / 21, 1 / 31])
 
 
-def test_series_after_resume_keeps_the_later_line(tmp_path: Path) -> None:
-    records = [
-        {"step": 0, "epoch": 0.0, "val/loss": 2.3},
-        {"step": 10, "epoch": 1.0, "val/loss": 1.0},
-        {"step": 20, "epoch": 2.0, "val/loss": 0.9},  # lost: the checkpoint was at step 10
-        {"step": 20, "epoch": 2.0, "val/loss": 0.8},
-        {"step": 30, "epoch": 3.0, "val/loss": 0.7},
-    ]
-    _member(tmp_path, "elu", records)
-    (member,) = collect_members(tmp_path)
-    x, y = from_members([member]).series(member, "val/loss", "step")
-    assert x.tolist() == [0, 10, 20, 30] and y.tolist() == [2.3, 1.0, 0.8, 0.7]
-
-
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

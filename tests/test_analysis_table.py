@@ -63,11 +63,19 @@ def test_a_resumed_runs_later_line_wins(tmp_path: Path) -> None:
         {"step": 10, "epoch": 1.0, "val/loss": 1.0},
         {"step": 20, "epoch": 2.0, "val/loss": 0.9},  # lost: the checkpoint was at step 10
         {"step": 20, "epoch": 2.0, "val/loss": 0.8},
-        {"step": 30, "epoch": 3.0},
+        {"step": 30, "epoch": 3.0, "val/loss": 0.7},
     ]
     write_any(tmp_path, "new", "mnist_meanact", "mnist", "elu", 0, records)
-    by_epoch = read_runs(tmp_path).by_member_epoch()
-    assert {e: v["val/loss"] for (_, e), v in by_epoch.items()} == {0.0: 2.3, 1.0: 1.0, 2.0: 0.8}
+    table = read_runs(tmp_path)
+    by_epoch = table.by_member_epoch()
+    assert {e: v["val/loss"] for (_, e), v in by_epoch.items()} == {
+        0.0: 2.3,
+        1.0: 1.0,
+        2.0: 0.8,
+        3.0: 0.7,
+    }
+    x, y = table.series(0, "val/loss", "step")
+    assert x.tolist() == [0, 10, 20, 30] and y.tolist() == [2.3, 1.0, 0.8, 0.7]
     assert not any(math.isnan(e) for _, e in by_epoch)
 
 

@@ -54,7 +54,8 @@ class Evaluator:
             total = distributed.sum_over_ranks(
                 self.dist, torch.cat([torch.stack([sums[key] for key in keys]), counts])
             )
-            for key, value in zip(keys, total[:-1]):
-                out[f"{name}/{key}"] = (value / total[-1]).tolist()
+            # One copy to the host per split, not one per metric.
+            for key, means in zip(keys, (total[:-1] / total[-1]).tolist()):
+                out[f"{name}/{key}"] = means
         self.pop.train()
         return out
