@@ -440,6 +440,18 @@ def test_every_key_is_checked_with_its_type(overrides, key):
     assert "\n" not in str(caught.value)
 
 
+def test_a_bn_member_of_a_model_without_bn_is_the_same_line_from_the_library():
+    """The validator and a direct build share one check (scripts build populations directly)."""
+    from elurepro.members import expand_members
+    from elurepro.models.registry import ModelContext, build_population
+
+    members = expand_members(["elu"], [True], None, [0], 0.01)
+    with pytest.raises(ConfigError) as caught:
+        build_population("mlp", {}, members, ModelContext(10, None))
+    expected = "members.batchnorm=[true]: expected [false]: the mlp model has no BN"
+    assert str(caught.value) == expected
+
+
 @pytest.mark.parametrize("budget", ["paper", "short", "demo", "smoke"])
 def test_every_shipped_config_is_valid(budget):
     for experiment in experiments():

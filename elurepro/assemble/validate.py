@@ -120,13 +120,12 @@ def _check_together(tree: dict[str, Any]) -> None:
 def _check_populations(tree: dict[str, Any]) -> None:
     """Members and how they are grouped (expands the members as the command will)."""
     from elurepro.members import chunk, expand_members
-    from elurepro.models.registry import model_entry
+    from elurepro.models.registry import check_batchnorm
     from elurepro.trainer.optimizer import lr_scaling_is_exact
 
     m, optim = tree["members"], tree["optim"]
     kind = tree["model"]["kind"]
-    if any(m["batchnorm"]) and not model_entry(kind).batchnorm:
-        raise bad("members.batchnorm", m["batchnorm"], f"[false]: the {kind} model has no BN")
+    check_batchnorm(kind, m["batchnorm"])
     members = expand_members(m["activations"], m["batchnorm"], m["lrs"], m["seeds"], optim["lr"])
     size = tree["population"]["max_members"]
     if size:

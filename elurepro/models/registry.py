@@ -282,15 +282,18 @@ def check_params(kind: str, params: Mapping[str, Any]) -> None:
         raise ConfigError(f"model (kind {kind}, configs/model/): {err}") from None
 
 
+def check_batchnorm(kind: str, batchnorm: Sequence[bool]) -> None:
+    """One line if a member asks for BN of a model kind that has no BN variant."""
+    if any(batchnorm) and not model_entry(kind).batchnorm:
+        raise bad("members.batchnorm", list(batchnorm), f"[false]: the {kind} model has no BN")
+
+
 def build_population(
     kind: str, params: dict[str, Any], members: Sequence[MemberSpec], ctx: ModelContext
 ) -> Population:
     """The population of ``members`` for a model of ``kind`` configured by ``params``."""
     entry = model_entry(kind)
-    if not entry.batchnorm and any(m.batchnorm for m in members):
-        raise ConfigError(
-            f"the {kind} model has no BatchNorm variant; set members.batchnorm=[false]"
-        )
+    check_batchnorm(kind, [m.batchnorm for m in members])
     check_params(kind, params)
     if entry.population is not None:
         return entry.population(members, ctx, **params)
