@@ -44,6 +44,7 @@ from elurepro.data.cifar import load_cifar  # noqa: E402
 from elurepro.data.paths import resolve_cache_dir, resolve_data_root  # noqa: E402
 from elurepro.data.preprocess import whiten_cifar  # noqa: E402
 from elurepro.models.convnet import StackConvNet, with_classes  # noqa: E402
+from elurepro.models.registry import unit_init_gain  # noqa: E402
 from elurepro.runlog import git_commit  # noqa: E402
 from elurepro.trainer.optimizer import sgd  # noqa: E402
 
@@ -84,7 +85,7 @@ def build_net(cfg, unit: str, num_classes: int, batchnorm: bool) -> StackConvNet
         with_classes(m.pop("stacks"), num_classes),
         activation=spec.factory(),
         batchnorm=batchnorm,
-        **m,
+        **unit_init_gain(m, spec.name),
     )
 
 

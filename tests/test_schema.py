@@ -79,6 +79,7 @@ def test_keys_added_later_are_those_the_runs_were_made_without():
         ("model", "init_gain"): 2.0,
         ("model", "score_pool"): "max",
         ("model", "classifier_gain"): None,
+        ("model", "unit_gains"): None,
     }
     # One old value per key, whichever kind has it (the identity leaves it out for every kind).
     for entry in registry.MODELS.values():

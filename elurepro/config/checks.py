@@ -179,6 +179,17 @@ def activation(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={show(value)}: {err}") from None
 
 
+def gains_by_unit(key: str, value: Any) -> None:
+    """A mapping of unit names to initialisation gains (U3), or null for none."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise bad(key, value, "null or a mapping {unit name: gain > 0}, e.g. {relu: 1.6}")
+    for unit, gain in value.items():
+        activation(f"{key}.{unit}", unit)
+        number(0.0, low_open=True)(f"{key}.{unit}", gain)
+
+
 def check_section(
     name: str, values: Any, schema: type, extra: Sequence[str] = (), required: bool = True
 ) -> None:

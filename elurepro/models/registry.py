@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -34,6 +34,7 @@ from elurepro.config.checks import (
     bad,
     boolean,
     choice,
+    gains_by_unit,
     integer,
     items,
     number,
@@ -52,6 +53,7 @@ class ModelContext:
     num_classes: int | None  # from the data set
     input_size: int | None  # side of the images the data delivers (None: flat vectors)
     width: float = 1.0  # budget.width: multiplies channel counts (reduced budgets of big nets)
+    unit: str | None = None  # the member's unit (its name), for a gain of its own (U3)
 
 
 # builder(activation, batchnorm, ctx, **yaml) -> one net
@@ -132,6 +134,8 @@ class ConvNetModel(Model):
         OPTIONAL, choice("fan_in", "fan_out"), added_later="fan_in"
     )
     init_gain: float = key(OPTIONAL, POSITIVE, added_later=2.0)
+    # U3: the gain of these units (ReLU and LReLU: 1.6); other units init_gain
+    unit_gains: dict[str, float] | None = key(OPTIONAL, gains_by_unit, added_later=None)
     # U28: a class-score map larger than 1x1 is reduced by max (or avg)
     score_pool: Literal["max", "avg"] = key(OPTIONAL, choice("max", "avg"), added_later="max")
 
@@ -172,9 +176,19 @@ def _convnet(
 
     if ctx.num_classes is None:
         raise ConfigError("the conv nets need a data set with classes")
+    params = unit_init_gain(params, ctx.unit)
     return StackConvNet(
         with_classes(stacks, ctx.num_classes), activation=activation, batchnorm=batchnorm, **params
     )
+
+
+def unit_init_gain(params: Mapping[str, Any], unit: str | None) -> dict[str, Any]:
+    """``params`` with ``unit_gains`` resolved into ``init_gain`` for this member's unit (U3)."""
+    out = dict(params)
+    gains = out.pop("unit_gains", None) or {}
+    if unit in gains:
+        out["init_gain"] = gains[unit]
+    return out
 
 
 # ------------------------------------------------------------------ spp
@@ -196,6 +210,7 @@ class SppModel(Model):
     fc: list[int] = key(OPTIONAL, items(integer(1), "integers >= 1"))
     fc_dropout: float = key(OPTIONAL, PROBABILITY)
     init_gain: float = key(OPTIONAL, POSITIVE, added_later=2.0)  # U3
+    unit_gains: dict[str, float] | None = key(OPTIONAL, gains_by_unit, added_later=None)  # U3
     # U29: the class-score layer's own gain
     classifier_gain: float | None = key(
         OPTIONAL,
@@ -216,6 +231,7 @@ def _spp(
     from elurepro.models.spp import SPPNet, scale_widths
 
     conv1, stacks, fc = scale_widths(conv1, conv_stacks, fc, ctx.width)
+    params = unit_init_gain(params, ctx.unit)
     return SPPNet(
         activation=activation,
         conv1=conv1,
@@ -301,5 +317,6 @@ def build_population(
     for m in members:
         # Seed r gives the same initial weights to every activation and BN variant (U12).
         torch.manual_seed(m.seed)
-        nets.append(entry.member(m.activation.factory(), m.batchnorm, ctx, **params))
+        unit_ctx = replace(ctx, unit=m.activation.name)
+        nets.append(entry.member(m.activation.factory(), m.batchnorm, unit_ctx, **params))
     return MemberList(nets)
