@@ -437,31 +437,31 @@ def test_cifar_configs_use_the_chosen_initialisation():
 @pytest.mark.parametrize("kind", ["convnet", "spp"])
 def test_a_unit_gain_scales_the_shared_draw_of_that_unit_only(kind):
     """Seed r draws the same weights for every unit (U12); a unit listed in unit_gains gets them
-    scaled by sqrt(its gain / init_gain), every other unit keeps init_gain."""
+    scaled by sqrt(its gain / init_gain) without BN, every other unit and every BN variant keeps
+    init_gain."""
     from elurepro.members import expand_members
     from elurepro.models.registry import ModelContext, build_population
 
     if kind == "convnet":
         params = {"stacks": [["1x8x3"], ["1x6x2"], ["1x4x1"]], "dropout": [0.0] * 3}
         params |= {"in_channels": 3, "input_size": 8}
-        ctx = ModelContext(4, 8)
+        ctx, batchnorm = ModelContext(4, 8), [False, True]
     else:
         params = {"conv1": [4, 3, 2, 1], "conv_stacks": [[1, 6, 3]], "fc": [8], "spp_levels": [1]}
-        ctx = ModelContext(4, 16)
+        ctx, batchnorm = ModelContext(4, 16), [False]
     params |= {"init_gain": 1.0, "unit_gains": {"relu": 1.6}}
-    members = expand_members(["elu", "relu", "lrelu", "srelu"], [False], None, [3], 0.01)
+    units = ["elu", "relu", "lrelu", "srelu"]
+    members = expand_members(units, batchnorm, None, [3], 0.01)
     nets = build_population(kind, params, members, ctx).members
     weights = {
-        m.activation.name: [
-            x.weight for x in net.modules() if isinstance(x, (nn.Conv2d, nn.Linear))
-        ]
+        m.group: [x.weight for x in net.modules() if isinstance(x, (nn.Conv2d, nn.Linear))]
         for m, net in zip(members, nets, strict=True)
     }
-    for elu, relu, lrelu, srelu in zip(*weights.values(), strict=True):
-        assert torch.allclose(relu, elu * 1.6**0.5, rtol=1e-6, atol=0)
-        assert torch.equal(lrelu, elu) and torch.equal(srelu, elu)
-        fan_in = elu[0].numel()
-        assert elu.var().item() == pytest.approx(1 / fan_in, rel=0.5)
+    for i, elu in enumerate(weights["elu"]):
+        assert torch.allclose(weights["relu"][i], elu * 1.6**0.5, rtol=1e-6, atol=0)
+        for group in ("lrelu", "srelu", *(f"{u}+bn" for u in units if True in batchnorm)):
+            assert torch.equal(weights[group][i], elu), group
+        assert elu.var().item() == pytest.approx(1 / elu[0].numel(), rel=0.5)
 
 
 def test_a_unit_gain_of_an_unknown_unit_is_one_line():

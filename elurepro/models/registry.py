@@ -134,7 +134,7 @@ class ConvNetModel(Model):
         OPTIONAL, choice("fan_in", "fan_out"), added_later="fan_in"
     )
     init_gain: float = key(OPTIONAL, POSITIVE, added_later=2.0)
-    # U3: the gain of these units (ReLU and LReLU: 1.6); other units init_gain
+    # U3: the gain of these units without BN (ReLU and LReLU: 1.6); other units init_gain
     unit_gains: dict[str, float] | None = key(OPTIONAL, gains_by_unit, added_later=None)
     # U28: a class-score map larger than 1x1 is reduced by max (or avg)
     score_pool: Literal["max", "avg"] = key(OPTIONAL, choice("max", "avg"), added_later="max")
@@ -176,7 +176,8 @@ def _convnet(
 
     if ctx.num_classes is None:
         raise ConfigError("the conv nets need a data set with classes")
-    params = unit_init_gain(params, ctx.unit)
+    # BN restores every layer's scale, so the signal a unit loses needs no making up (U3).
+    params = unit_init_gain(params, None if batchnorm else ctx.unit)
     return StackConvNet(
         with_classes(stacks, ctx.num_classes), activation=activation, batchnorm=batchnorm, **params
     )
