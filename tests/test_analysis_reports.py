@@ -17,8 +17,8 @@ from PIL import Image
 from elurepro.analysis import analyze, collect_members
 from elurepro.analysis.context import Analysis
 from elurepro.analysis.mnist import meanact_checks
+from elurepro.analysis.reported import load_reported
 from elurepro.analysis.table import from_members
-from elurepro.analysis.tables import load_reported
 from elurepro.analysis.tb_export import export
 from elurepro.analyze import main
 from elurepro.errors import ElureproError

@@ -15,11 +15,10 @@ from matplotlib.transforms import Bbox
 
 from elurepro.analysis.collect import collect_members
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.figures import paper_style
 from elurepro.analysis.headline import HEADLINES, comparisons_section, label_of
 from elurepro.analysis.mnist import meanact_checks
-from elurepro.analysis.report import default_reported_csv
-from elurepro.analysis.tables import load_reported
+from elurepro.analysis.plotting import paper_style
+from elurepro.analysis.reported import default_reported_csv, load_reported
 from tests.analysis_fakes import fake_meanact
 
 EARLY_LOSS = next(h for h in HEADLINES["mnist_meanact"] if h.key == "early_train_loss")

@@ -12,15 +12,7 @@ from dataclasses import dataclass
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import PAPER_UNITS, Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
-from elurepro.analysis.figures import (
-    config_style,
-    new_figure,
-    panel_title,
-    plot_curve,
-    step_curve,
-    unit_name,
-    zoom,
-)
+from elurepro.analysis.format import Column, fmt
 from elurepro.analysis.headline import (
     HEADLINES,
     UnitComparison,
@@ -30,17 +22,19 @@ from elurepro.analysis.headline import (
     headline_values,
     pair,
 )
+from elurepro.analysis.plotting import (
+    config_style,
+    new_figure,
+    panel_title,
+    plot_curve,
+    step_curve,
+    unit_name,
+    zoom,
+)
+from elurepro.analysis.provenance import data_label, dataset_label, not_comparable_reason
+from elurepro.analysis.reported import Reported, find_reported
 from elurepro.analysis.stats import Describe, describe, min_p_note
 from elurepro.analysis.table import RunTable
-from elurepro.analysis.tables import (
-    Column,
-    Reported,
-    data_label,
-    dataset_label,
-    find_reported,
-    fmt,
-    not_comparable_reason,
-)
 
 CIFAR100_11LAYER_CONFIGS = list(PAPER_UNITS) + [f"{u}+bn" for u in PAPER_UNITS]
 START, END = 0.125, 0.8  # zoom windows as fractions of the run: [0, START] and [END, 1]

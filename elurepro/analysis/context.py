@@ -11,19 +11,11 @@ from matplotlib.figure import Figure
 
 from elurepro.activations import parse_activation
 from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, MemberRun
-from elurepro.analysis.figures import save_figure
+from elurepro.analysis.format import Column, markdown_table, record_rows, write_csv
+from elurepro.analysis.plotting import save_figure
+from elurepro.analysis.provenance import budget_label, data_label, not_comparable_reason, provenance
+from elurepro.analysis.reported import Reported
 from elurepro.analysis.table import RunTable, from_members
-from elurepro.analysis.tables import (
-    Column,
-    Reported,
-    budget_label,
-    data_label,
-    markdown_table,
-    not_comparable_reason,
-    provenance,
-    record_rows,
-    write_csv,
-)
 from elurepro.errors import ConfigError
 
 # The paper's units first, in its order, then the rest alphabetically.

@@ -19,7 +19,8 @@ from scipy import stats
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.figures import (
+from elurepro.analysis.format import Column, fmt, fmt_p, record_rows
+from elurepro.analysis.plotting import (
     config_style,
     finished_curve,
     legend,
@@ -30,7 +31,6 @@ from elurepro.analysis.figures import (
 )
 from elurepro.analysis.stats import compare, describe
 from elurepro.analysis.table import RunTable
-from elurepro.analysis.tables import Column, fmt, fmt_p, record_rows
 
 
 @dataclass(frozen=True)

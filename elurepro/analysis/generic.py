@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
-from elurepro.analysis.figures import (
+from elurepro.analysis.headline import comparisons_section
+from elurepro.analysis.plotting import (
     config_style,
     epoch_curve,
     legend,
@@ -14,7 +15,6 @@ from elurepro.analysis.figures import (
     panel_title,
     plot_curve,
 )
-from elurepro.analysis.headline import comparisons_section
 
 # Panels, in this order, for whichever of these metrics the members logged.
 CURVES = (

@@ -16,15 +16,16 @@ import numpy as np
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.figures import (
+from elurepro.analysis.format import Column, fmt, fmt_p
+from elurepro.analysis.plotting import (
     Difference,
     difference_panel,
     figure_title,
     new_figure,
     panel_title,
 )
+from elurepro.analysis.reported import find_reported
 from elurepro.analysis.stats import Comparison, compare, min_p_note
-from elurepro.analysis.tables import Column, find_reported, fmt, fmt_p
 
 # Error rates without `eval_images` in the summary are rounded to this many percentage points
 # (fine enough for a million evaluation images, coarse enough to remove float noise).

@@ -8,17 +8,19 @@ import numpy as np
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.figures import (
+from elurepro.analysis.format import fmt
+from elurepro.analysis.headline import comparisons_section
+from elurepro.analysis.plotting import (
     color_for,
     new_figure,
     panel_title,
     plot_curve,
     step_curve,
 )
-from elurepro.analysis.headline import comparisons_section
+from elurepro.analysis.provenance import not_comparable_reason
+from elurepro.analysis.reported import find_reported
 from elurepro.analysis.stats import describe
 from elurepro.analysis.table import RunTable
-from elurepro.analysis.tables import find_reported, fmt, not_comparable_reason
 
 TOP5_TARGET = 20.0
 

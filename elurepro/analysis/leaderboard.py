@@ -20,13 +20,7 @@ from matplotlib.figure import Figure
 
 from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, MemberRun
 from elurepro.analysis.context import PAPER_UNITS, Analysis, baseline_label
-from elurepro.analysis.figures import (
-    Difference,
-    difference_panel,
-    new_figure,
-    paper_style,
-    save_figure,
-)
+from elurepro.analysis.format import fmt_p, markdown_table, write_csv
 from elurepro.analysis.headline import (
     Headline,
     headline_metric,
@@ -35,19 +29,19 @@ from elurepro.analysis.headline import (
     label_of,
     pair,
 )
-from elurepro.analysis.report import EXPERIMENTS, default_reported_csv, experiment_spec
+from elurepro.analysis.plotting import (
+    Difference,
+    difference_panel,
+    new_figure,
+    paper_style,
+    save_figure,
+)
+from elurepro.analysis.provenance import data_label, reduced_precision
+from elurepro.analysis.report import EXPERIMENTS, experiment_spec
+from elurepro.analysis.reported import Reported, default_reported_csv, load_reported
 from elurepro.analysis.stats import Comparison, Describe, describe
 from elurepro.analysis.sweeps import Sweep, partition, select_members
 from elurepro.analysis.table import read_runs
-from elurepro.analysis.tables import (
-    Reported,
-    data_label,
-    fmt_p,
-    load_reported,
-    markdown_table,
-    reduced_precision,
-    write_csv,
-)
 from elurepro.errors import ElureproError
 
 NOT_RUN = "not run"

@@ -13,7 +13,10 @@ from matplotlib.lines import Line2D
 from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.diagnostics import theory_section
-from elurepro.analysis.figures import (
+from elurepro.analysis.format import Column, record_rows
+from elurepro.analysis.headline import comparisons_section, horizon, horizon_reason, window
+from elurepro.analysis.per_epoch import per_epoch_csv
+from elurepro.analysis.plotting import (
     config_style,
     epoch_curve,
     figure_title,
@@ -23,11 +26,8 @@ from elurepro.analysis.figures import (
     panel_title,
     plot_curve,
 )
-from elurepro.analysis.headline import comparisons_section, horizon, horizon_reason, window
-from elurepro.analysis.per_epoch import per_epoch_csv
 from elurepro.analysis.stats import Describe, describe
 from elurepro.analysis.table import RunTable
-from elurepro.analysis.tables import Column, record_rows
 
 MEANACT_METRICS = [
     ("act/median", 4),

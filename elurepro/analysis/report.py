@@ -23,13 +23,14 @@ from elurepro.analysis.cifar import (
 )
 from elurepro.analysis.collect import UNFINISHED, MemberRun, collect_members
 from elurepro.analysis.context import Analysis, ReportWriter, baseline_label, status_section
-from elurepro.analysis.figures import paper_style
+from elurepro.analysis.format import markdown_table
 from elurepro.analysis.generic import report_generic
 from elurepro.analysis.imagenet import report_imagenet
 from elurepro.analysis.mnist import report_mnist_autoencoder, report_mnist_meanact
+from elurepro.analysis.plotting import paper_style
+from elurepro.analysis.reported import default_reported_csv, load_reported
 from elurepro.analysis.sweeps import Sweep, partition, select_members
 from elurepro.analysis.table import RunTable, from_members
-from elurepro.analysis.tables import load_reported, markdown_table
 from elurepro.errors import ElureproError
 
 
@@ -95,12 +96,6 @@ class AnalysisResult:
     sweep: str = ""  # one line: experiment, data, budget, fingerprint, configuration
     not_comparable: str | None = None
     figure_objects: dict[str, Figure] = field(default_factory=dict, repr=False)
-
-
-def default_reported_csv() -> Path:
-    """results/reported.csv of the source checkout, else of the working directory."""
-    repo = Path(__file__).resolve().parents[2] / "results" / "reported.csv"
-    return repo if repo.is_file() else Path("results") / "reported.csv"
 
 
 def cut_unfinished(members: list[MemberRun]) -> tuple[RunTable | None, str | None]:

@@ -48,8 +48,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from elurepro.analysis.collect import FINISHED, UNFINISHED, MemberRun, find_member_folders
-from elurepro.analysis.figures import mean_curve
 from elurepro.analysis.headline import figure_tags
+from elurepro.analysis.plotting import mean_curve
 from elurepro.analysis.table import RunTable, from_members
 from elurepro.tblinks import MEAN_STD_DIR, custom_scalars_url, mean_std_url
 

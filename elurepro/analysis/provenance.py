@@ -1,19 +1,12 @@
-"""Markdown and CSV tables, the paper's reported numbers, and the provenance line."""
+"""Data and budget labels, the provenance line, and why runs are not comparable with the paper."""
 
 from __future__ import annotations
 
-import csv
-import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from elurepro.analysis.collect import MemberRun
-from elurepro.errors import ElureproError
-
-REPORTED_COLUMNS = ("experiment", "quantity", "configuration", "value", "unit", "note")
 
 _DATASET_NAMES = {
     "mnist": "MNIST",
@@ -30,128 +23,6 @@ BUDGET_MEANING = {
     "demo": "1/100 of the paper's training length",
     "smoke": "a few steps on small subsets, a pipeline check",
 }
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Column(Generic[T]):
-    """One column of a table built from records: a header, a CSV header and how to get the
-    value (CSV) and its text (Markdown) from a record. A new metric is one more Column."""
-
-    header: str
-    csv: str
-    value: Callable[[T], Any]
-    text: Callable[[T], Any] | None = None
-    markdown: bool = True
-    in_csv: bool = True
-
-    def cell(self, record: T) -> Any:
-        return (self.text or self.value)(record)
-
-
-def record_rows(
-    records: Sequence[T], columns: Sequence[Column[T]]
-) -> tuple[list[str], list[list[Any]], list[str], list[list[Any]]]:
-    """(Markdown headers, Markdown rows, CSV headers, CSV rows) of `records`."""
-    md = [c for c in columns if c.markdown]
-    cs = [c for c in columns if c.in_csv]
-    return (
-        [c.header for c in md],
-        [[c.cell(r) for c in md] for r in records],
-        [c.csv for c in cs],
-        [[c.value(r) for c in cs] for r in records],
-    )
-
-
-@dataclass(frozen=True)
-class Reported:
-    """One number the paper reports (a row of results/reported.csv)."""
-
-    experiment: str
-    quantity: str
-    configuration: str
-    value: float
-    unit: str
-    note: str
-
-
-def load_reported(path: str | Path) -> list[Reported]:
-    """Read results/reported.csv; a missing file or a bad row raises an ElureproError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ElureproError(f"{path} is missing; it holds the paper's numbers (pass --reported)")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != REPORTED_COLUMNS:
-            raise ElureproError(f"{path} must have the columns {', '.join(REPORTED_COLUMNS)}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                value = float(row["value"])
-            except (TypeError, ValueError):
-                raise ElureproError(
-                    f"{path} line {line}: value {row['value']!r} is not a number"
-                ) from None
-            rows.append(Reported(**{**row, "value": value}))
-    return rows
-
-
-def find_reported(
-    rows: Iterable[Reported], experiment: str, quantity: str, configuration: str
-) -> Reported | None:
-    for row in rows:
-        if (row.experiment, row.quantity, row.configuration) == (
-            experiment,
-            quantity,
-            configuration,
-        ):
-            return row
-    return None
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    """A number for a table; missing or non-finite values become '—' / 'nan'."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        if math.isinf(value):
-            return str(value)
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def fmt_p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "—"
-    return f"{p:.2e}" if p < 1e-4 else f"{p:.5f}"
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table; cells are str()-ed and '|' escaped."""
-
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = [
-        "| " + " | ".join(cell(h) for h in headers) + " |",
-        "|" + "|".join("---" for _ in headers) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_csv(path: str | Path, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(headers)
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in row])
-    return path
 
 
 def _data(member: MemberRun) -> dict[str, Any]:
