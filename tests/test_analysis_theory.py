@@ -94,7 +94,7 @@ def test_rank_agreement_is_exact_for_few_units() -> None:
 
     from scipy import stats
 
-    from elurepro.analysis.diagnostics import rank_agreement
+    from elurepro.analysis.figures.theory_diagnostics import rank_agreement
 
     a, b = [0.3, 0.1, 0.2, 0.5, 0.4], [2.0, 1.0, 3.0, 5.0, 4.0]
     rho, p, method = rank_agreement(a, b)

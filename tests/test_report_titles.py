@@ -15,10 +15,12 @@ from matplotlib.transforms import Bbox
 
 from elurepro.analysis.collect import collect_members
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.headline import HEADLINES, comparisons_section, label_of
+from elurepro.analysis.figures import paired_differences
+from elurepro.analysis.headline import HEADLINES, label_of
 from elurepro.analysis.mnist import meanact_checks
 from elurepro.analysis.plotting import paper_style
 from elurepro.analysis.reported import default_reported_csv, load_reported
+from elurepro.analysis.tables import comparisons
 from tests.analysis_fakes import fake_meanact
 
 EARLY_LOSS = next(h for h in HEADLINES["mnist_meanact"] if h.key == "early_train_loss")
@@ -68,7 +70,7 @@ def test_paired_differences_titles_fit_and_do_not_overlap(tmp_path: Path) -> Non
     a = _analysis(tmp_path, 3, official=False)
     with paper_style():
         w = ReportWriter(tmp_path / "out", "t")
-        comparisons_section(a, w)
+        paired_differences.write(a, w, comparisons.write(a, w))
     fig = w.figures["paired_differences"]  # laid out as it was saved
     renderer = FigureCanvasAgg(fig).get_renderer()
     whole = fig.bbox

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import PAPER_UNITS, Analysis, ReportWriter
-from elurepro.analysis.diagnostics import theory_section
+from elurepro.analysis.figures import paired_differences, theory_diagnostics
 from elurepro.analysis.format import Column, fmt
 from elurepro.analysis.headline import (
     HEADLINES,
     UnitComparison,
     comparison_columns,
-    comparisons_section,
     headline_metric,
     headline_values,
     pair,
@@ -35,6 +34,7 @@ from elurepro.analysis.provenance import data_label, dataset_label, not_comparab
 from elurepro.analysis.reported import Reported, find_reported
 from elurepro.analysis.stats import Describe, describe, min_p_note
 from elurepro.analysis.table import RunTable
+from elurepro.analysis.tables import comparisons
 
 CIFAR100_11LAYER_CONFIGS = list(PAPER_UNITS) + [f"{u}+bn" for u in PAPER_UNITS]
 START, END = 0.125, 0.8  # zoom windows as fractions of the run: [0, START] and [END, 1]
@@ -63,8 +63,9 @@ def report_cifar100_11layer(a: Analysis, w: ReportWriter) -> None:
     _fig4(a, w, xmax)
     _fig5(a, w, xmax)
     _cifar100_table(a, w)
-    comparisons_section(a, w)
-    theory_section(a, w)
+    rows = comparisons.write(a, w)
+    paired_differences.write(a, w, rows)
+    theory_diagnostics.write(a, w)
     _wilcoxon_section(a, w)
 
 
@@ -317,7 +318,8 @@ def report_cifar_18layer(a: Analysis, w: ReportWriter) -> None:
     _table1(a, w, datasets, groups)
     _phase_table(a, w)
     _curves_18layer(a, w, datasets, groups)
-    comparisons_section(a, w)
+    rows = comparisons.write(a, w)
+    paired_differences.write(a, w, rows)
 
 
 def _table1(a: Analysis, w: ReportWriter, datasets: list[str], groups: list[str]) -> None:

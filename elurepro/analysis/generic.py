@@ -4,8 +4,7 @@ what its members logged, and every unit against the baseline on the final error 
 from __future__ import annotations
 
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.diagnostics import theory_section
-from elurepro.analysis.headline import comparisons_section
+from elurepro.analysis.figures import paired_differences, theory_diagnostics
 from elurepro.analysis.plotting import (
     config_style,
     epoch_curve,
@@ -15,6 +14,7 @@ from elurepro.analysis.plotting import (
     panel_title,
     plot_curve,
 )
+from elurepro.analysis.tables import comparisons
 
 # Panels, in this order, for whichever of these metrics the members logged.
 CURVES = (
@@ -47,5 +47,6 @@ def report_generic(a: Analysis, w: ReportWriter) -> None:
         fig.suptitle(f"{a.experiment} (mean ± std over seeds) — {a.context()}")
         w.section("Learning curves")
         w.figure(fig, "learning_curves", f"{a.experiment}: learning curves ({a.context()})")
-    comparisons_section(a, w)
-    theory_section(a, w)
+    rows = comparisons.write(a, w)
+    paired_differences.write(a, w, rows)
+    theory_diagnostics.write(a, w)

@@ -15,17 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from elurepro.analysis.collect import FINISHED, MemberRun
-from elurepro.analysis.context import Analysis, ReportWriter
+from elurepro.analysis.context import Analysis
 from elurepro.analysis.format import Column, fmt, fmt_p
-from elurepro.analysis.plotting import (
-    Difference,
-    difference_panel,
-    figure_title,
-    new_figure,
-    panel_title,
-)
 from elurepro.analysis.reported import find_reported
-from elurepro.analysis.stats import Comparison, compare, min_p_note
+from elurepro.analysis.stats import Comparison, compare
 
 # Error rates without `eval_images` in the summary are rounded to this many percentage points
 # (fine enough for a million evaluation images, coarse enough to remove float noise).
@@ -362,80 +355,3 @@ def comparison_columns(paper: bool = False) -> list[Column[UnitComparison]]:
 
 def _diffs(r: UnitComparison) -> str:
     return " ".join(f"{d:.10g}" for d in r.result.differences)
-
-
-METHOD_NOTE = (
-    "Paired by seed (run r of both configurations shares initial weights and data order). "
-    "`scipy.stats.wilcoxon` on the differences A − B with zero differences removed first "
-    "(Wilcoxon's method; 'ties (A = B)' counts them): 'exact' is scipy's exact null "
-    "distribution; 'exact with zeros removed' the same on the non-zero pairs; 'exact "
-    "permutation' enumerates all 2^n sign flips with mid-ranks when |differences| tie (the "
-    "exact distribution would be wrong); 'normal approximation' beyond 16 tied or 50 pairs. "
-    "V is the sum of the ranks of the positive differences (R's V, scipy's one-sided "
-    "statistic); W = min(W+, W−) is scipy's two-sided statistic. One-sided p: A's values are "
-    "lower (better) than B's. The smallest p is what the non-zero pairs can reach at best."
-)
-
-
-def comparisons_section(a: Analysis, w: ReportWriter) -> list[UnitComparison]:
-    """The comparisons of every unit present with the baseline (and BN with no BN)."""
-    rows = unit_comparisons(a)
-    w.section(f"Every unit against the baseline ({a.baseline}), paired by seed")
-    if a.baseline not in a.units():
-        w.text(
-            f"No members of the baseline unit {a.baseline!r} in this sweep: no comparisons "
-            "with it (choose another with `--baseline`)."
-        )
-    w.text(METHOD_NOTE)
-    if a.not_comparable:
-        w.text(f"These runs are not comparable with the paper's: {a.not_comparable}.")
-    if rows:
-        w.records(rows, comparison_columns(), csv_name="comparisons.csv")
-        ns = sorted({r.result.n_nonzero for r in rows if r.result.n_nonzero > 0})
-        w.text(*(min_p_note(n) for n in ns) if ns else (min_p_note(0),))
-        _differences_figure(a, w, rows)
-    else:
-        w.text("No comparisons: only one unit (or no finished values) in this sweep.")
-    return rows
-
-
-def difference_items(rows: Sequence[UnitComparison]) -> list[Difference]:
-    return [
-        Difference(
-            label=f"{r.result.group_a}" + ("" if r.kind == "vs baseline" else " − no BN"),
-            unit=r.a_unit,
-            differences=r.result.differences,
-            p_less=r.result.p_less,
-            p_two_sided=r.result.p_two_sided,
-            batchnorm=r.batchnorm,
-        )
-        for r in rows
-    ]
-
-
-def _differences_figure(a: Analysis, w: ReportWriter, rows: Sequence[UnitComparison]) -> None:
-    panels: dict[tuple[str, str], list[UnitComparison]] = {}
-    for r in rows:
-        panels.setdefault((r.metric_label, r.kind), []).append(r)
-    ncols = min(2, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    width = max(3.4, 0.55 * max(len(v) for v in panels.values()) + 1.4)
-    fig, axes = new_figure(nrows, ncols, panel=(width, 2.8))
-    for k, ((label, kind), items) in enumerate(panels.items()):
-        ax = axes[k // ncols, k % ncols]
-        against = f"− {a.baseline}" if kind == "vs baseline" else "with BN − without"
-        difference_panel(ax, difference_items(items), f"difference ({against})")
-        # Titles stay inside their panel (less the axis labels' margin): none runs into the next.
-        panel_title(ax, "abcdefghijklmnop"[k % 16], f"{label}, {kind}", width - 0.9)
-    for k in range(len(panels), nrows * ncols):
-        axes[k // ncols, k % ncols].set_visible(False)
-    title = (
-        "Paired differences A − B by seed (dots), mean ± std (whisker); below 0: A lower "
-        f"(better) — {a.context()}"
-    )
-    figure_title(fig, title)
-    w.figure(
-        fig,
-        "paired_differences",
-        a.caption(f"Paired differences from the baseline {a.baseline} and BN effects", False),
-    )

@@ -8,8 +8,8 @@ import numpy as np
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
+from elurepro.analysis.figures import paired_differences
 from elurepro.analysis.format import fmt
-from elurepro.analysis.headline import comparisons_section
 from elurepro.analysis.plotting import (
     color_for,
     new_figure,
@@ -21,6 +21,7 @@ from elurepro.analysis.provenance import not_comparable_reason
 from elurepro.analysis.reported import find_reported
 from elurepro.analysis.stats import describe
 from elurepro.analysis.table import RunTable
+from elurepro.analysis.tables import comparisons
 
 TOP5_TARGET = 20.0
 
@@ -49,7 +50,8 @@ def report_imagenet(a: Analysis, w: ReportWriter) -> None:
     _fig6(a, w)
     _member_table(a, w)
     _paper_table(a, w)
-    comparisons_section(a, w)
+    rows = comparisons.write(a, w)
+    paired_differences.write(a, w, rows)
 
 
 def _fig6(a: Analysis, w: ReportWriter) -> None:

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from elurepro.analysis.collect import DIVERGED, FINISHED, UNFINISHED, MemberRun
 from elurepro.analysis.context import PAPER_UNITS, Analysis, baseline_label
+from elurepro.analysis.figures.paired_differences import Difference, difference_panel
 from elurepro.analysis.format import fmt_p, markdown_table, write_csv
 from elurepro.analysis.headline import (
     Headline,
@@ -29,13 +30,7 @@ from elurepro.analysis.headline import (
     label_of,
     pair,
 )
-from elurepro.analysis.plotting import (
-    Difference,
-    difference_panel,
-    new_figure,
-    paper_style,
-    save_figure,
-)
+from elurepro.analysis.plotting import new_figure, paper_style, save_figure
 from elurepro.analysis.provenance import data_label, reduced_precision
 from elurepro.analysis.report import EXPERIMENTS, experiment_spec
 from elurepro.analysis.reported import Reported, default_reported_csv, load_reported

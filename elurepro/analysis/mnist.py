@@ -12,10 +12,9 @@ from matplotlib.lines import Line2D
 
 from elurepro.analysis.collect import DIVERGED, FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.diagnostics import theory_section
+from elurepro.analysis.figures import paired_differences, theory_diagnostics
 from elurepro.analysis.format import Column, record_rows
-from elurepro.analysis.headline import comparisons_section, horizon, horizon_reason, window
-from elurepro.analysis.per_epoch import per_epoch_csv
+from elurepro.analysis.headline import horizon, horizon_reason, window
 from elurepro.analysis.plotting import (
     config_style,
     epoch_curve,
@@ -28,6 +27,7 @@ from elurepro.analysis.plotting import (
 )
 from elurepro.analysis.stats import Describe, describe
 from elurepro.analysis.table import RunTable
+from elurepro.analysis.tables import comparisons, per_epoch
 
 MEANACT_METRICS = [
     ("act/median", 4),
@@ -60,10 +60,11 @@ def report_mnist_meanact(a: Analysis, w: ReportWriter) -> None:
         w.text(a.claims_caveat())
     w.bullets(meanact_checks(a))
     _meanact_finals(a, w)
-    comparisons_section(a, w)
-    theory_section(a, w)
+    rows = comparisons.write(a, w)
+    paired_differences.write(a, w, rows)
+    theory_diagnostics.write(a, w)
     _appendix_c(a, w)
-    per_epoch_csv(a, w)
+    per_epoch.write(a, w)
 
 
 def _fig2(a: Analysis, w: ReportWriter) -> None:
@@ -369,7 +370,8 @@ def report_mnist_autoencoder(a: Analysis, w: ReportWriter) -> None:
         _ae_checks(a, w, lrs, section=False)
     else:
         _ae_checks(a, w, lrs)
-    comparisons_section(a, w)
+    rows = comparisons.write(a, w)
+    paired_differences.write(a, w, rows)
 
 
 def _ae_configs(a: Analysis, lr: float | None) -> dict[str, list[MemberRun]]:

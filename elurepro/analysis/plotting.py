@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -251,61 +250,3 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     for path in paths:
         fig.savefig(path, dpi=DPI)
     return paths
-
-
-@dataclass
-class Difference:
-    """One dot-and-whisker entry: a configuration's paired differences from the baseline."""
-
-    label: str
-    unit: str
-    differences: Sequence[float]
-    p_less: float
-    p_two_sided: float
-    batchnorm: bool = False
-
-
-def _p_text(p: float) -> str:
-    if p is None or not math.isfinite(p):
-        return "—"
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
-
-
-def difference_panel(ax: Axes, items: Sequence[Difference], ylabel: str) -> None:
-    """Per entry: every pair's difference (dots), their mean ± std (whisker), and the one- and
-    two-sided Wilcoxon p above it. Below zero: the configuration is lower (better)."""
-    ax.axhline(0.0, color="black", lw=0.7)
-    for i, item in enumerate(items):
-        d = np.asarray(item.differences, dtype=float)
-        color = color_for(item.unit)
-        face = "white" if item.batchnorm else color
-        if d.size:
-            jitter = (np.arange(d.size) - (d.size - 1) / 2) * min(0.04, 0.3 / d.size)
-            ax.scatter(i + jitter, d, s=9, color=color, alpha=0.55, lw=0, zorder=2)
-            spread = float(d.std(ddof=1)) if d.size > 1 else 0.0
-            ax.errorbar(
-                [i + 0.25],
-                [float(d.mean())],
-                yerr=[spread],
-                fmt="o",
-                color=color,
-                mfc=face,
-                ms=5,
-                capsize=3,
-                zorder=3,
-            )
-        text = f"p₁ {_p_text(item.p_less)}\np₂ {_p_text(item.p_two_sided)}\nn={d.size}"
-        ax.annotate(
-            text,
-            (i, 1.0),
-            xycoords=("data", "axes fraction"),
-            ha="center",
-            va="top",
-            fontsize=6,
-        )
-    ax.set_xticks(range(len(items)), [item.label for item in items], rotation=30, ha="right")
-    ax.set_xlim(-0.6, max(len(items), 1) - 0.4)
-    ax.set_ylabel(ylabel)
-    # Room above the data for the p annotations.
-    lo, hi = ax.get_ylim()
-    ax.set_ylim(lo, hi + 0.35 * (hi - lo if hi > lo else 1.0))

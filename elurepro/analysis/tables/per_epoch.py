@@ -5,7 +5,7 @@ from __future__ import annotations
 from elurepro.analysis.context import Analysis, ReportWriter
 
 
-def per_epoch_csv(a: Analysis, w: ReportWriter) -> None:
+def write(a: Analysis, w: ReportWriter) -> None:
     """The table's rows pivoted to one column per metric; members of every status."""
     table = a.table()
     metrics = table.metrics()

@@ -1,4 +1,4 @@
-"""The paper's theory, measured (§3): the ``theory/...`` diagnostics over training, per unit.
+"""§3, the theory measured: the ``theory/...`` diagnostics over training, per unit.
 
 The trainer logs them with ``monitor.theory=true`` (``elurepro/theory.py``). This section draws
 them beside the training loss, tabulates them early and late in training, and answers the
@@ -121,7 +121,7 @@ COLUMNS: list[Column[Row]] = [
 ]
 
 
-def theory_section(a: Analysis, w: ReportWriter, speed_metric: str = "train/loss") -> None:
+def write(a: Analysis, w: ReportWriter, speed_metric: str = "train/loss") -> None:
     """The section, when the members logged the diagnostics (``monitor.theory=true``)."""
     table = a.table()
     logged = table.logged()

@@ -1,0 +1,1 @@
+"""The paper's tables (and the reports' own), one module each."""
