@@ -16,7 +16,7 @@ from PIL import Image
 
 from elurepro.analysis import analyze, collect_members
 from elurepro.analysis.context import Analysis
-from elurepro.analysis.mnist import meanact_checks
+from elurepro.analysis.figures import fig2_mean_activation
 from elurepro.analysis.reported import load_reported
 from elurepro.analysis.table import from_members
 from elurepro.analysis.tb_export import export
@@ -188,7 +188,7 @@ def test_meanact_check_says_no_when_elu_is_not_closest(tmp_path: Path) -> None:
     fake_meanact(tmp_path / "runs", seeds=range(2), epochs=4, offsets=offsets)
     members = collect_members(tmp_path / "runs")
     a = Analysis("mnist_meanact", tmp_path / "runs", tmp_path / "out", members, [])
-    closest, fastest = meanact_checks(a)
+    closest, fastest = fig2_mean_activation.checks(a)
     assert "**no** — lrelu" in closest
     # Independent: mean train/loss over epochs 1..4, averaged over the two seeds.
     assert "**yes** — elu" in fastest

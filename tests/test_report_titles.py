@@ -15,9 +15,8 @@ from matplotlib.transforms import Bbox
 
 from elurepro.analysis.collect import collect_members
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.figures import paired_differences
+from elurepro.analysis.figures import fig2_mean_activation, paired_differences
 from elurepro.analysis.headline import HEADLINES, label_of
-from elurepro.analysis.mnist import meanact_checks
 from elurepro.analysis.plotting import paper_style
 from elurepro.analysis.reported import default_reported_csv, load_reported
 from elurepro.analysis.tables import comparisons
@@ -44,7 +43,7 @@ def _analysis(tmp_path: Path, epochs: int, official: bool = True) -> Analysis:
 def test_the_early_loss_window_is_the_runs_own(tmp_path: Path, epochs: int, window: str) -> None:
     a = _analysis(tmp_path, epochs)
     assert label_of(a, EARLY_LOSS) == f"training loss, mean over {window}"
-    (_, speed) = meanact_checks(a)
+    (_, speed) = fig2_mean_activation.checks(a)
     assert f"over {window}," in speed
     assert ("the paper's window is epochs 1–25" in speed) == (epochs < 25)
 

@@ -26,9 +26,9 @@ from elurepro.analysis.context import Analysis, ReportWriter, baseline_label, st
 from elurepro.analysis.format import markdown_table
 from elurepro.analysis.generic import report_generic
 from elurepro.analysis.imagenet import report_imagenet
-from elurepro.analysis.mnist import report_mnist_autoencoder, report_mnist_meanact
 from elurepro.analysis.plotting import paper_style
 from elurepro.analysis.reported import default_reported_csv, load_reported
+from elurepro.analysis.reports import mnist_autoencoder, mnist_meanact
 from elurepro.analysis.sweeps import Sweep, partition, select_members
 from elurepro.analysis.table import RunTable, from_members
 from elurepro.errors import ElureproError
@@ -47,12 +47,12 @@ class Experiment:
 EXPERIMENTS: dict[str, Experiment] = {
     "mnist_meanact": Experiment(
         "Mean activations and learning speed on MNIST (Fig. 2, Appendix C)",
-        report_mnist_meanact,
+        mnist_meanact.report,
         ("elu", "lrelu", "relu"),
         paper_datasets=("mnist",),
     ),
     "mnist_autoencoder": Experiment(
-        "Deep autoencoder on MNIST (Fig. 3)", report_mnist_autoencoder, paper_datasets=("mnist",)
+        "Deep autoencoder on MNIST (Fig. 3)", mnist_autoencoder.report, paper_datasets=("mnist",)
     ),
     "cifar100_11layer": Experiment(
         "11-layer CNN, activations with and without BN (Fig. 4, Fig. 5, §6 tests)",
