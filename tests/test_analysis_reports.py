@@ -327,7 +327,7 @@ def test_cifar10_run_is_not_compared_with_cifar100_numbers(tmp_path: Path) -> No
 def test_table1_names_each_schedule_reading_its_runs_used() -> None:
     from types import SimpleNamespace
 
-    from elurepro.analysis.cifar import schedule_line
+    from elurepro.analysis.schedule import schedule_line
 
     def run(name):
         return SimpleNamespace(provenance={"config": {"optim": {"schedule": name}}})

@@ -193,6 +193,16 @@ def plot_curve(
         )
 
 
+# The CNN figures' zoom windows (Figs. 4, 5) as fractions of the run: [0, START] and [END, 1].
+ZOOM_START, ZOOM_END = 0.125, 0.8
+
+
+def max_kstep(table: RunTable) -> float:
+    """The last iteration any member logged, in thousands (the CNN figures' x range)."""
+    steps = table.rows["step"]
+    return (int(steps.max()) if len(steps) else 0) / 1000.0
+
+
 def zoom(ax: Axes, curves: Sequence[Curve], lo: float, hi: float, pad: float = 0.08) -> None:
     """Limit `ax` to x in [lo, hi] and fit y to the curves (mean ± std) inside that window."""
     ax.set_xlim(lo, hi)

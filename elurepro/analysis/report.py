@@ -16,19 +16,25 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from elurepro.analysis import tb_export
-from elurepro.analysis.cifar import (
-    CIFAR100_11LAYER_CONFIGS,
-    report_cifar100_11layer,
-    report_cifar_18layer,
-)
 from elurepro.analysis.collect import UNFINISHED, MemberRun, collect_members
-from elurepro.analysis.context import Analysis, ReportWriter, baseline_label, status_section
+from elurepro.analysis.context import (
+    PAPER_UNITS,
+    Analysis,
+    ReportWriter,
+    baseline_label,
+    status_section,
+)
 from elurepro.analysis.format import markdown_table
 from elurepro.analysis.generic import report_generic
 from elurepro.analysis.imagenet import report_imagenet
 from elurepro.analysis.plotting import paper_style
 from elurepro.analysis.reported import default_reported_csv, load_reported
-from elurepro.analysis.reports import mnist_autoencoder, mnist_meanact
+from elurepro.analysis.reports import (
+    cifar100_11layer,
+    cifar_18layer,
+    mnist_autoencoder,
+    mnist_meanact,
+)
 from elurepro.analysis.sweeps import Sweep, partition, select_members
 from elurepro.analysis.table import RunTable, from_members
 from elurepro.errors import ElureproError
@@ -56,13 +62,13 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "cifar100_11layer": Experiment(
         "11-layer CNN, activations with and without BN (Fig. 4, Fig. 5, §6 tests)",
-        report_cifar100_11layer,
-        tuple(CIFAR100_11LAYER_CONFIGS),
+        cifar100_11layer.report,
+        (*PAPER_UNITS, *(f"{u}+bn" for u in PAPER_UNITS)),
         paper_datasets=("cifar100",),
     ),
     "cifar_18layer": Experiment(
         "18-layer ELU CNN on CIFAR-10 and CIFAR-100 (Table 1)",
-        report_cifar_18layer,
+        cifar_18layer.report,
         single_dataset=False,
         paper_datasets=("cifar10", "cifar100"),
     ),
