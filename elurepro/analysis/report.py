@@ -25,13 +25,13 @@ from elurepro.analysis.context import (
     status_section,
 )
 from elurepro.analysis.format import markdown_table
-from elurepro.analysis.generic import report_generic
-from elurepro.analysis.imagenet import report_imagenet
 from elurepro.analysis.plotting import paper_style
 from elurepro.analysis.reported import default_reported_csv, load_reported
 from elurepro.analysis.reports import (
     cifar100_11layer,
     cifar_18layer,
+    generic,
+    imagenet_15layer_spp,
     mnist_autoencoder,
     mnist_meanact,
 )
@@ -74,7 +74,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "imagenet_15layer_spp": Experiment(
         "15-layer SPP network on ImageNet, ELU vs ReLU (Fig. 6)",
-        report_imagenet,
+        imagenet_15layer_spp.report,
         ("elu", "relu"),
         paper_datasets=("imagenet",),
     ),
@@ -86,7 +86,7 @@ def experiment_spec(experiment: str) -> Experiment:
     if experiment in EXPERIMENTS:
         return EXPERIMENTS[experiment]
     return Experiment(
-        f"{experiment} (an experiment the paper does not have)", report_generic, in_paper=False
+        f"{experiment} (an experiment the paper does not have)", generic.report, in_paper=False
     )
 
 

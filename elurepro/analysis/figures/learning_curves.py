@@ -1,10 +1,8 @@
-"""The report of an experiment the paper does not have (one a user added): learning curves of
-what its members logged, and every unit against the baseline on the final error and loss."""
+"""Learning curves of whatever the members logged (the report of an experiment the paper lacks)."""
 
 from __future__ import annotations
 
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.figures import paired_differences, theory_diagnostics
 from elurepro.analysis.plotting import (
     config_style,
     epoch_curve,
@@ -14,7 +12,6 @@ from elurepro.analysis.plotting import (
     panel_title,
     plot_curve,
 )
-from elurepro.analysis.tables import comparisons
 
 # Panels, in this order, for whichever of these metrics the members logged.
 CURVES = (
@@ -28,7 +25,8 @@ CURVES = (
 )
 
 
-def report_generic(a: Analysis, w: ReportWriter) -> None:
+def write(a: Analysis, w: ReportWriter) -> None:
+    """One panel per metric of CURVES that the members logged, mean ± std over seeds."""
     logged = a.table().logged()
     panels = [(metric, label) for metric, label in CURVES if metric in logged]
     configs = a.configs()
@@ -47,6 +45,3 @@ def report_generic(a: Analysis, w: ReportWriter) -> None:
         fig.suptitle(f"{a.experiment} (mean ± std over seeds) — {a.context()}")
         w.section("Learning curves")
         w.figure(fig, "learning_curves", f"{a.experiment}: learning curves ({a.context()})")
-    rows = comparisons.write(a, w)
-    paired_differences.write(a, w, rows)
-    theory_diagnostics.write(a, w)
