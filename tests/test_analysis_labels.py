@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elurepro.analysis import analyze
+from elurepro.analysis.report import analyze
 from tests.analysis_fakes import (
     fake_autoencoder,
     fake_cifar11,

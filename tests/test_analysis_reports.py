@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from elurepro.analysis import analyze, collect_members
+from elurepro.analysis.collect import collect_members
 from elurepro.analysis.context import Analysis
 from elurepro.analysis.figures import fig2_mean_activation
+from elurepro.analysis.report import analyze
 from elurepro.analysis.reported import load_reported
 from elurepro.analysis.table import from_members
 from elurepro.analysis.tb_export import export
@@ -187,7 +188,7 @@ def test_meanact_check_says_no_when_elu_is_not_closest(tmp_path: Path) -> None:
     offsets = {"elu": 0.30, "lrelu": 0.01, "relu": 0.35}
     fake_meanact(tmp_path / "runs", seeds=range(2), epochs=4, offsets=offsets)
     members = collect_members(tmp_path / "runs")
-    a = Analysis("mnist_meanact", tmp_path / "runs", tmp_path / "out", members, [])
+    a = Analysis("mnist_meanact", members, [])
     closest, fastest = fig2_mean_activation.checks(a)
     assert "**no** — lrelu" in closest
     # Independent: mean train/loss over epochs 1..4, averaged over the two seeds.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from elurepro.analysis import analyze, analyze_all, collect_members
+from elurepro.analysis.collect import collect_members
+from elurepro.analysis.report import analyze, analyze_all
 from elurepro.analysis.sweeps import partition
 from elurepro.analyze import main
 from elurepro.errors import ElureproError

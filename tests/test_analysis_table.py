@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elurepro.analysis import collect_members
+from elurepro.analysis.collect import collect_members
 from elurepro.analysis.table import AXES, read_runs
 from tests.analysis_fakes import fake_autoencoder, write_any
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elurepro.analysis import analyze
+from elurepro.analysis.report import analyze
 from tests.analysis_fakes import write_any
 
 UNITS = {"elu": 0.05, "lrelu": 0.25, "relu": 0.45, "gelu": 0.35}  # q level per unit

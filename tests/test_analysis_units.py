@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 
-from elurepro.analysis import analyze
 from elurepro.analysis.plotting import color_for
+from elurepro.analysis.report import analyze
 from tests.analysis_fakes import EVAL_IMAGES, fake_units
 from tests.test_analysis_reports import assert_figures_decode
 

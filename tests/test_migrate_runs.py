@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from elurepro.activations import parse_activation
-from elurepro.analysis import analyze_all, collect_members
+from elurepro.analysis.collect import collect_members
+from elurepro.analysis.report import analyze_all
 from elurepro.analysis.sweeps import partition
 from elurepro.errors import ElureproError
 from elurepro.members import MemberSpec

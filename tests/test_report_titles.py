@@ -32,8 +32,6 @@ def _analysis(tmp_path: Path, epochs: int, official: bool = True) -> Analysis:
     )
     return Analysis(
         "mnist_meanact",
-        runs,
-        tmp_path / "out",
         collect_members(runs),
         load_reported(default_reported_csv()),
     )

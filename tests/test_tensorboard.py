@@ -209,7 +209,7 @@ def _fake_sweeps(runs: Path) -> dict[str, MemberLog]:
         live[log.folder.relative_to(runs).as_posix()] = log
     for experiment in ("mnist_autoencoder", "cifar100_11layer"):
         for sweep in partition(collect_members(runs / experiment)):
-            a = Analysis(experiment, runs, runs / "out", sweep.members, [])
+            a = Analysis(experiment, sweep.members, [])
             assert export(runs, sweep.members, {}, experiment, a).startswith("TensorBoard:")
     return live
 

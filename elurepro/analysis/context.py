@@ -54,8 +54,6 @@ class Analysis:
     """
 
     experiment: str
-    runs_dir: Path
-    out_dir: Path
     members: list[MemberRun]
     reported: list[Reported]
     notes: list[str] = field(default_factory=list)
@@ -161,9 +159,6 @@ class Analysis:
         """'<data set>, budget=<budget>' for figure titles."""
         members = self.members if members is None else members
         return f"{data_label(members)}, {budget_label(members)}"
-
-    def provenance(self) -> str:
-        return provenance(self.members)
 
     def missing(self) -> list[tuple[str, int, str]]:
         """(configuration, seed, likely member id) for seeds another configuration has."""
@@ -321,7 +316,7 @@ def status_section(a: Analysis, w: ReportWriter, expected: Sequence[str] = ()) -
     rows += [[c, 0, 0, 0, "all", "—"] for c in absent]
     rows += [[c, 0, 0, 0, "not requested", "—"] for c in not_requested]
     w.section("Runs")
-    w.text(a.provenance())
+    w.text(provenance(a.members))
     w.table(
         ["configuration", "finished", "unfinished", "diverged", "missing", "seeds"],
         rows,

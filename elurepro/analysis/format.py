@@ -22,7 +22,6 @@ class Column(Generic[T]):
     value: Callable[[T], Any]
     text: Callable[[T], Any] | None = None
     markdown: bool = True
-    in_csv: bool = True
 
     def cell(self, record: T) -> Any:
         return (self.text or self.value)(record)
@@ -33,12 +32,11 @@ def record_rows(
 ) -> tuple[list[str], list[list[Any]], list[str], list[list[Any]]]:
     """(Markdown headers, Markdown rows, CSV headers, CSV rows) of `records`."""
     md = [c for c in columns if c.markdown]
-    cs = [c for c in columns if c.in_csv]
     return (
         [c.header for c in md],
         [[c.cell(r) for c in md] for r in records],
-        [c.csv for c in cs],
-        [[c.value(r) for c in cs] for r in records],
+        [c.csv for c in columns],
+        [[c.value(r) for c in columns] for r in records],
     )
 
 

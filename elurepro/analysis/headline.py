@@ -228,7 +228,7 @@ def _setting_text(a: Analysis, config: str) -> str:
 
 
 def pair(
-    a: Analysis, first: str, second: str, h: Headline, metric: str, kind: str, label: str = ""
+    a: Analysis, first: str, second: str, h: Headline, metric: str, kind: str
 ) -> UnitComparison:
     """Compare configuration `first` (A) with `second` (B) on headline `h`."""
     grid, grid_note = resolution(a, [first, second], h, metric)
@@ -238,7 +238,6 @@ def pair(
         group_a=first,
         group_b=second,
         metric=metric,
-        label=label or None,
         resolution=grid,
     )
     absent = [c for c in (first, second) if c not in a.configs()]
@@ -286,10 +285,6 @@ def unit_comparisons(a: Analysis, leaderboard_only: bool = False) -> list[UnitCo
     return out
 
 
-def _p(value: float) -> str:
-    return fmt_p(value)
-
-
 def _stat(value: float) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:g}"
 
@@ -326,10 +321,13 @@ def comparison_columns(paper: bool = False) -> list[Column[UnitComparison]]:
             "p one-sided (A < B)",
             "p_one_sided_less",
             lambda r: c(r).p_less,
-            lambda r: _p(c(r).p_less),
+            lambda r: fmt_p(c(r).p_less),
         ),
         Column(
-            "p two-sided", "p_two_sided", lambda r: c(r).p_two_sided, lambda r: _p(c(r).p_two_sided)
+            "p two-sided",
+            "p_two_sided",
+            lambda r: c(r).p_two_sided,
+            lambda r: fmt_p(c(r).p_two_sided),
         ),
         Column("method (scipy)", "method", lambda r: c(r).method),
         Column("non-zero pairs", "n_nonzero", lambda r: c(r).n_nonzero),
@@ -338,7 +336,7 @@ def comparison_columns(paper: bool = False) -> list[Column[UnitComparison]]:
             "smallest p (one/two-sided)",
             "smallest_p_one_sided",
             lambda r: c(r).min_p_less,
-            lambda r: f"{_p(c(r).min_p_less)} / {_p(c(r).min_p_two_sided)}",
+            lambda r: f"{fmt_p(c(r).min_p_less)} / {fmt_p(c(r).min_p_two_sided)}",
         ),
         Column("", "smallest_p_two_sided", lambda r: c(r).min_p_two_sided, markdown=False),
         Column("values", "resolution", lambda r: r.grid),

@@ -56,10 +56,6 @@ class Cell:
     diverged: int = 0
     grid: str = ""
 
-    @property
-    def is_baseline(self) -> bool:
-        return self.comparison is None
-
 
 @dataclass
 class Line:
@@ -89,9 +85,6 @@ class Leaderboard:
     rows: list[str]  # unit configurations, in table order
     baseline: str
     members: int = 0  # member folders read
-
-    def cell(self, line: Line, row: str) -> Cell | None:
-        return line.cells.get(row)
 
 
 def _row_order(row: str, baseline: str) -> tuple:
@@ -194,8 +187,6 @@ def build_leaderboard(
             chosen, _ = select_members(sweep.members)
             a = Analysis(
                 experiment,
-                runs_dir,
-                runs_dir,
                 chosen,
                 reported,
                 baseline=base,

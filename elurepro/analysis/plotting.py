@@ -181,13 +181,12 @@ def plot_curve(
     label: str,
     color: str,
     linestyle: str = "-",
-    ribbon: bool = True,
 ) -> None:
     """Draw the mean line and, for several runs, a ± std ribbon."""
     if curve.n == 0:
         return
     ax.plot(curve.x, curve.mean, color=color, linestyle=linestyle, label=label)
-    if ribbon and curve.n > 1:
+    if curve.n > 1:
         ax.fill_between(
             curve.x, curve.mean - curve.std, curve.mean + curve.std, color=color, alpha=0.2, lw=0
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from elurepro.analysis.collect import MemberRun
 
@@ -23,10 +22,6 @@ BUDGET_MEANING = {
     "demo": "1/100 of the paper's training length",
     "smoke": "a few steps on small subsets, a pipeline check",
 }
-
-
-def _data(member: MemberRun) -> dict[str, Any]:
-    return member.data
 
 
 def dataset_label(name: str, official: bool | None, description: str | None = None) -> str:
@@ -77,7 +72,7 @@ def provenance(members: Sequence[MemberRun]) -> str:
     summaries = [m.summary or {} for m in summarized]
     datas = []
     for m in summarized:
-        data = _data(m)
+        data = m.data
         official = data.get("official")
         kind = {True: "official", False: "NOT official"}.get(official, "official: unknown")
         fingerprint = data.get("fingerprint")

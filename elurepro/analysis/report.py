@@ -257,8 +257,6 @@ def _analyze_sweep(
     cut, cut_note = cut_unfinished(members) if partial else (None, None)
     a = Analysis(
         experiment,
-        runs_dir,
-        out_dir,
         members,
         reported,
         list(notes) + dup_notes,

@@ -153,22 +153,6 @@ def signed_rank(d: Sequence[float]) -> SignedRank:
     )
 
 
-def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, str]:
-    """Wilcoxon signed-rank on pairs (a_i, b_i): (p for a < b, two-sided p, method).
-
-    `alternative='less'` tests whether the differences a - b are centred below zero, i.e.
-    whether `a` (ELU's error, say) is lower than `b`.
-    """
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two equally long 1-d samples, got shapes {a.shape}, {b.shape}")
-    if a.size == 0:
-        return math.nan, math.nan, NOT_COMPUTABLE
-    test = signed_rank(a - b)
-    return test.p_less, test.p_two_sided, test.method
-
-
 @dataclass
 class Comparison:
     """A paired comparison of configuration A against B on one metric (lower is better).

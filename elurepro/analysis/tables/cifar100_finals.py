@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.format import Column, fmt
 from elurepro.analysis.headline import HEADLINES, headline_metric, headline_values
-from elurepro.analysis.provenance import not_comparable_reason
 from elurepro.analysis.reported import Reported, find_reported
 from elurepro.analysis.stats import Describe, describe
 
@@ -65,7 +64,7 @@ FINAL_COLUMNS: list[Column[FinalRow]] = [
 
 
 def write(a: Analysis, w: ReportWriter) -> None:
-    reason = not_comparable_reason(a.members, "cifar100")
+    reason = a.not_comparable
     error_h, loss_h = HEADLINES[a.experiment]
     rows = []
     for config in a.configs():

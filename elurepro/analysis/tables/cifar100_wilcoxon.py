@@ -11,7 +11,6 @@ from elurepro.analysis.headline import (
     headline_metric,
     pair,
 )
-from elurepro.analysis.provenance import not_comparable_reason
 from elurepro.analysis.reported import find_reported
 from elurepro.analysis.stats import min_p_note
 
@@ -58,7 +57,7 @@ def write(a: Analysis, w: ReportWriter) -> None:
         "value is lower. Finished members only; methods as in the section above."
     )
     w.records(comparisons, columns, csv_name="wilcoxon.csv")
-    reason = not_comparable_reason(a.members, "cifar100")
+    reason = a.not_comparable
     if reason:
         w.text(f"The paper's p-values are for CIFAR-100 at its budget; here: {reason}.")
     ns = sorted({c.result.n_nonzero for c in comparisons if c.result.n_nonzero > 0})

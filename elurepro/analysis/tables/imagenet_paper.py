@@ -9,7 +9,6 @@ import numpy as np
 from elurepro.analysis.collect import FINISHED
 from elurepro.analysis.context import Analysis, ReportWriter
 from elurepro.analysis.progress import hours_per_10k, iterations_to_reach
-from elurepro.analysis.provenance import not_comparable_reason
 from elurepro.analysis.reported import find_reported
 from elurepro.analysis.stats import describe
 
@@ -26,7 +25,7 @@ def write(a: Analysis, w: ReportWriter) -> None:
     table = a.table()
     rows = []
     hours = {}
-    reason = not_comparable_reason(a.members, "imagenet")
+    reason = a.not_comparable
     for config in a.configs():
         paper = find_reported(a.reported, a.experiment, "iterations_to_20pct_top5", config)
         mean, n, total = _finished_mean(a, config, lambda m: iterations_to_reach(table, m))
