@@ -215,13 +215,11 @@ class ReportWriter:
         headers: Sequence[str],
         rows: Sequence[Sequence[Any]],
         csv_name: str | None = None,
-        csv_rows: Sequence[Sequence[Any]] | None = None,
     ) -> None:
-        """Add a Markdown table; with `csv_name` also write it (or `csv_rows`) as CSV."""
+        """Add a Markdown table; with `csv_name` also write it as CSV."""
         self.lines += [markdown_table(headers, rows), ""]
         if csv_name:
-            path = write_csv(self.out_dir / csv_name, headers, csv_rows or rows)
-            self.tables.append(path)
+            self.csv(csv_name, headers, rows)
             self.lines += [f"(CSV: `{csv_name}`)", ""]
 
     def records(

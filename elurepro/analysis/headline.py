@@ -258,12 +258,10 @@ def pair(
     )
 
 
-def unit_comparisons(a: Analysis, leaderboard_only: bool = False) -> list[UnitComparison]:
+def unit_comparisons(a: Analysis) -> list[UnitComparison]:
     """Every unit against the baseline in its setting, and every unit's BN against no BN."""
     out = []
     for h in headlines_for(a.experiment):
-        if leaderboard_only and not h.leaderboard:
-            continue
         metric = headline_metric(a, h)
         if metric is None:
             continue
@@ -274,8 +272,6 @@ def unit_comparisons(a: Analysis, leaderboard_only: bool = False) -> list[UnitCo
             base = a.find_config(a.baseline, info.setting)
             if base is not None:
                 out.append(pair(a, info.name, base, h, metric, "vs baseline"))
-        if leaderboard_only:
-            continue
         for info in infos:
             if not info.batchnorm:
                 continue

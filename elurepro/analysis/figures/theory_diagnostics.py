@@ -19,7 +19,7 @@ from scipy import stats
 
 from elurepro.analysis.collect import FINISHED, MemberRun
 from elurepro.analysis.context import Analysis, ReportWriter
-from elurepro.analysis.format import Column, fmt, fmt_p, record_rows
+from elurepro.analysis.format import Column, fmt, fmt_p
 from elurepro.analysis.plotting import (
     config_style,
     finished_curve,
@@ -165,10 +165,7 @@ def write(a: Analysis, w: ReportWriter, speed_metric: str = "train/loss") -> Non
     w.figure(fig, "theory_diagnostics", a.caption("§3 diagnostics", paper_figure=False))
 
     rows = _rows(a, quantities)
-    headers, md, csv_headers, csv_rows = record_rows(rows, COLUMNS)
-    w.table(headers, md)
-    w.csv("theory_diagnostics.csv", csv_headers, csv_rows)
-    w.text("(CSV: `theory_diagnostics.csv`)")
+    w.records(rows, COLUMNS, csv_name="theory_diagnostics.csv")
     w.bullets(theory_claims(a, quantities, speed_metric))
 
 
