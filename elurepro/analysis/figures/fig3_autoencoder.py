@@ -27,7 +27,7 @@ def write(a: Analysis, w: ReportWriter, lrs: list[float | None]) -> None:
     fig, axes = new_figure(1, len(lrs), panel=(3.0, 2.8))
     for ax, lr, letter in zip(axes[0], lrs, "abcdefgh"[: len(lrs)], strict=True):
         for members in configs_at(a, lr).values():
-            _plot_ae_config(a, ax, members)
+            _plot_config(a, ax, members)
         log_scale_if_positive(ax)
         ax.set_xlabel("epoch")
         panel_title(ax, letter, f"learning rate {lr_text(lr)}")
@@ -46,7 +46,7 @@ def write(a: Analysis, w: ReportWriter, lrs: list[float | None]) -> None:
     )
 
 
-def _plot_ae_config(a: Analysis, ax: Axes, members: list[MemberRun]) -> None:
+def _plot_config(a: Analysis, ax: Axes, members: list[MemberRun]) -> None:
     """One configuration's curves: its diverged members thin, the finished ones' mean thick,
     unfinished members where nothing finished."""
     table = a.table()

@@ -14,7 +14,7 @@ from elurepro.analysis.stats import Describe, describe
 def write(a: Analysis, w: ReportWriter, lrs: list[float | None]) -> None:
     """Per configuration and learning rate: counts, final errors, divergence epochs."""
     rows = [
-        _ae_row(a, config, members, activation(members), lr, divergence_epochs(a, members))
+        _row(a, config, members, activation(members), lr, divergence_epochs(a, members))
         for lr in lrs
         for config, members in configs_at(a, lr).items()
     ]
@@ -50,7 +50,7 @@ AE_COLUMNS: list[Column[AutoencoderRow]] = [
 ]
 
 
-def _ae_row(
+def _row(
     a: Analysis, config: str, members: list[MemberRun], unit: str, lr: float | None, epochs: list
 ) -> AutoencoderRow:
     count = {s: sum(m.status == s for m in members) for s in (FINISHED, DIVERGED, "unfinished")}
