@@ -75,8 +75,8 @@ CASES: dict[str, Case] = {
         Case("mnist_meanact", "mnist", 150),
         # Every learning rate of Fig. 3; at 1e-5 the loss falls slowly but falls.
         Case("mnist_autoencoder", "mnist", 150),
-        # ReLU and LReLU without BN start small under N(0, 1/fan_in) and fall by under 1% in
-        # their first 60 iterations; by 300 they learn (results/learns/README.md).
+        # ReLU and LReLU without BN fall by under 1% in their first 60 iterations (at gain 1 and
+        # at their gain of 1.6, U3); at gain 1 they learned by 300 (results/learns/README.md).
         Case("cifar100_11layer", "cifar10", 300),
         # Table 1 trains ELU only; ReLU beside it so that a user can compare. The ELU member
         # leaves ln C after about 200 iterations (results/learns/cifar_18layer-elu-300.md).
