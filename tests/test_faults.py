@@ -503,6 +503,7 @@ def test_sigterm_exits_143_and_the_same_command_resumes_to_identical_metrics(ctx
     _assert_finished_as_reference(runs, reference)
 
 
+@pytest.mark.slow  # two training processes, each stopped twice (11 s of the default suite)
 @background("reference")
 def test_two_ctrl_c_end_cleanly_during_an_evaluation_and_during_a_checkpoint(ctx: Ctx) -> None:
     runs, reference = ctx.tmp / "runs", ctx.reference()
