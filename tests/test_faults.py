@@ -526,6 +526,7 @@ def test_two_ctrl_c_end_cleanly_during_an_evaluation_and_during_a_checkpoint(ctx
     _assert_finished_as_reference(runs, reference)
 
 
+@pytest.mark.slow  # kills a training process at many moments (15 s of the default suite)
 @background("reference")
 def test_kill_9_at_any_moment_loses_nothing(ctx: Ctx) -> None:
     """kill -9 right after the first checkpoint, during training, half-way through writing a
