@@ -187,7 +187,7 @@ def gains_by_unit(key: str, value: Any) -> None:
         raise bad(key, value, "null or a mapping {unit name: gain > 0}, e.g. {relu: 1.6}")
     for unit, gain in value.items():
         activation(f"{key}.{unit}", unit)
-        number(0.0, low_open=True)(f"{key}.{unit}", gain)
+        POSITIVE(f"{key}.{unit}", gain)
 
 
 def check_section(
