@@ -16,7 +16,7 @@ WORKERS ?= 1
 TRAIN := bash scripts/workers.sh $(WORKERS) $(PY) -m elurepro.train
 ANALYZE := $(PY) -m elurepro.analyze
 
-.PHONY: install demo test test-slow test-cluster lint format bench bench-gpu clean-venv leaderboard learns \
+.PHONY: install demo test test-slow test-cluster lint format bench bench-gpu curves-gpu clean-venv leaderboard learns \
 	mnist-fig2 autoencoder-fig3 cifar100-fig4 cifar100-fig5 cifar100-table1 cifar10-table1 \
 	imagenet-fig6 all-figures
 
@@ -66,6 +66,10 @@ learns: $(STAMP)
 # GPU machine has no venv: the target then uses that machine's python3 and installs nothing.
 bench-gpu:
 	PY=$(if $(wildcard $(PY)),$(PY),python3) bash scripts/gpu_check.sh
+
+# Issue 21's item 6 on a lent GPU: 5,000 iterations of both CIFAR nets, ELU and ReLU.
+curves-gpu:
+	PLAN=curves PY=$(if $(wildcard $(PY)),$(PY),python3) bash scripts/gpu_check.sh
 
 # ---- the paper's figures and tables (train what is missing, then analyse) -------------------
 mnist-fig2: $(STAMP)

@@ -86,6 +86,16 @@ CASES: dict[str, Case] = {
 }
 
 
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluation of a member, and its mean training loss since the evaluation before."""
+
+    step: int
+    loss: float
+    error: float | None  # percent; None where the task has no error (the autoencoder)
+    train: float  # nan at the first evaluation (no training yet)
+
+
 @dataclass
 class Verdict:
     """What one member did in its first iterations."""
@@ -100,6 +110,7 @@ class Verdict:
     status: str
     data: str = ""  # the data set's description (official, or which copy)
     problems: list[str] = field(default_factory=list)
+    curve: list[CurvePoint] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -171,8 +182,30 @@ def judge(
                 f"training loss {first:.4g} (first third) -> {last:.4g} (last third): not lower"
             )
     return Verdict(
-        experiment, member, start, end, reference, first, last, status, problems=problems
+        experiment,
+        member,
+        start,
+        end,
+        reference,
+        first,
+        last,
+        status,
+        problems=problems,
+        curve=learning_curve(evals, train),
     )
+
+
+def learning_curve(evals: Sequence[dict], train: Sequence[tuple[int, float]]) -> list[CurvePoint]:
+    """The member's learning curve: each evaluation with the training loss of the steps since
+    the evaluation before (the training loss alone is dropout's noise on a 100-image batch)."""
+    points, before = [], -1
+    for r in evals:
+        step = int(r["step"])
+        since = [v for s, v in train if before < s <= step]
+        error = next((r[k] for k in ("test/error", "val/error") if k in r), None)
+        points.append(CurvePoint(step, _eval_loss(r), error, _mean(since)))
+        before = step
+    return points
 
 
 def _eval_loss(record: dict) -> float | None:
@@ -290,6 +323,22 @@ def report(verdicts: Sequence[Verdict], steps: dict[str, int], device: str, argv
             f"| {v.experiment} | {steps[v.experiment]} | {v.member} | {v.start:.4g} → "
             f"{v.end:.4g} ({v.reference:.4g}) | {v.first:.4g} → {v.last:.4g} | {verdict} |"
         )
+    lines += ["", "## Learning curves", ""]
+    lines.append(
+        "Each evaluation (the fixed evaluation images, evaluation mode) and the mean training loss "
+        "of the iterations since the one before. The first iterations of the schedule only: "
+        "not comparable with the paper's curves or numbers."
+    )
+    for v in verdicts:
+        lines += ["", f"**{v.experiment}, {v.member}**", ""]
+        lines += [
+            "| iteration | evaluation loss | evaluation error (%) | training loss since the last |",
+            "|---|---|---|---|",
+        ]
+        for c in v.curve:
+            error = "–" if c.error is None else f"{c.error:.2f}"
+            train = "–" if math.isnan(c.train) else f"{c.train:.4g}"
+            lines.append(f"| {c.step} | {c.loss:.4g} | {error} | {train} |")
     return "\n".join(lines) + "\n"
 
 

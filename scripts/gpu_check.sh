@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# `make bench-gpu`: issue 25's GPU measurements in one script, within BUDGET_S seconds (default
-# 480: 8 minutes on one H200). Each step has a share of the budget (plus what earlier steps left
+# `make bench-gpu`: the GPU measurements in one script, within BUDGET_S seconds (default 480: 8
+# minutes on one H200). Each step has a share of the budget (plus what earlier steps left
 # unused), so a slow or hanging step costs only its share; a diverged member is reported by the
-# step that met it, and a failed step is logged and the next one runs. In order:
+# step that met it, and a failed step is logged and the next one runs. PLAN=bench (the default,
+# issue 25), in order:
 #   bench.md      scripts/bench.py --device cuda: every model (11-layer first) against the
 #                 reference; bf16, tf32, channels first, CUDA graphs; ELU against ReLU
 #   e2e.md        scripts/bench_e2e.py: `python -m elurepro.train` on the 11-layer config end to
 #                 end (eager and CUDA graphs, 2000 iterations, synthetic CIFAR-100 files) against
 #                 the bench's step rate
 #   profile.md    the 11-layer step under torch.profiler in fp32, tf32 and bf16
-#   learns-*.md   python -m elurepro.learns on the CNN configs for LEARNS_STEPS iterations
-# plus gpu_check.log (everything printed, the environment first): at most 8 files in $OUT
-# (default ./gpu-out), what a lent machine sends back; runs and caches go to a temporary folder.
+#   learns-*.md   python -m elurepro.learns on the CNN configs for LEARNS_STEPS iterations, each
+#                 member's verdict and learning curve
+# PLAN=curves (issue 21's item 6; `make curves-gpu`): only the learns steps, for the two CIFAR
+# nets' ELU and ReLU members without BN, CURVES_STEPS iterations (default 5000) evaluated every
+# 250: labelled early learning curves, never comparable with the paper's.
+# Both plans add learns-runs.tar.gz (the learns runs without checkpoints: metrics.jsonl, summaries,
+# TensorBoard events, also of a step stopped at its limit; `python -m elurepro.analyze` reads
+# them here) and gpu_check.log (everything printed, the environment first): at most 8 files in
+# $OUT (default ./gpu-out), what a lent machine sends back; caches go to a temporary folder.
 # On a lent machine without the suite's pure-Python dependencies or data, run
 # `python scripts/gpu_payload.py` here first: it builds .devsite/ and .devdata/, which this
 # script uses when present, and prints the device call that carries them.
@@ -20,6 +27,9 @@ OUT=${OUT:-gpu-out}
 BUDGET_S=${BUDGET_S:-480}
 MIN_STEP_S=${MIN_STEP_S:-10}  # a step with less left than this is skipped
 LEARNS_STEPS=${LEARNS_STEPS:-600}  # the 18-layer ELU net leaves ln C after about 200 (results/learns/)
+PLAN=${PLAN:-bench}
+CURVES_STEPS=${CURVES_STEPS:-5000}
+case $PLAN in bench | curves) ;; *) echo "PLAN=$PLAN: expected bench or curves" >&2; exit 2 ;; esac
 PY=${PY:-python3}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -60,20 +70,33 @@ step() {
 tv.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
   echo "commit ${ELUREPRO_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
   echo "data: ${ELUREPRO_DATA:-none}; budget $BUDGET_S s"
-  step bench 42 $PY scripts/bench.py --device cuda --only cnn11,cnn18,spp,mlp,ae \
-    --cnn-members 1,2,4 --out "$OUT/bench.md"
-  step e2e 25 $PY scripts/bench_e2e.py --device cuda --only cnn11 --steps 2000 \
-    --synthetic-data --out "$OUT/e2e.md"
-  step profile 7 $PY scripts/bench.py --device cuda --profile "$OUT/profile.md"
-  if $PY -c "import importlib.util as u, sys; sys.exit(u.find_spec('elurepro.learns') is None)"; then
-    for run in cnn11:cifar100_11layer:9 cnn18:cifar_18layer:9 spp:imagenet_15layer_spp:8; do
-      IFS=: read -r key experiment share <<<"$run"
-      # shellcheck disable=SC2086  # LEARNS_ARGS: extra flags, split on purpose
-      step "learns-$key" "$share" $PY -m elurepro.learns --steps "$LEARNS_STEPS" --device cuda \
-        --only "$experiment" --out "$OUT/learns-$key.md" ${LEARNS_ARGS:-}
-    done
+  echo "plan: $PLAN"
+  if [ "$PLAN" = bench ]; then
+    step bench 42 $PY scripts/bench.py --device cuda --only cnn11,cnn18,spp,mlp,ae \
+      --cnn-members 1,2,4 --out "$OUT/bench.md"
+    step e2e 25 $PY scripts/bench_e2e.py --device cuda --only cnn11 --steps 2000 \
+      --synthetic-data --out "$OUT/e2e.md"
+    step profile 7 $PY scripts/bench.py --device cuda --profile "$OUT/profile.md"
+    runs=(cnn11:cifar100_11layer:9 cnn18:cifar_18layer:9 spp:imagenet_15layer_spp:8)
+    steps=$LEARNS_STEPS
+    members=()
   else
-    echo "== learns: elurepro.learns is not there yet: skipped"
+    # The 18-layer net costs 19 times the 11-layer's arithmetic per image (results/bench/).
+    runs=(cnn11:cifar100_11layer:25 cnn18:cifar_18layer:70)
+    steps=$CURVES_STEPS
+    members=(--set 'members.activations=[elu,relu]' --set 'members.batchnorm=[false]'
+      --set train.eval_every=250)
+  fi
+  for run in "${runs[@]}"; do
+    IFS=: read -r key experiment share <<<"$run"
+    # shellcheck disable=SC2086  # LEARNS_ARGS: extra flags, split on purpose
+    step "learns-$key" "$share" $PY -m elurepro.learns --steps "$steps" --device cuda \
+      --only "$experiment" --runs "$WORK/learns" --out "$OUT/learns-$key.md" \
+      ${members[@]+"${members[@]}"} ${LEARNS_ARGS:-}
+  done
+  if [ -d "$WORK/learns" ]; then
+    tar -czf "$OUT/learns-runs.tar.gz" --exclude='*.pt' -C "$WORK" learns &&
+      echo "== learns-runs.tar.gz: the learns runs without checkpoints"
   fi
   echo "== files in $OUT (at most 8 come back):"
   ls -la "$OUT"

@@ -5,12 +5,15 @@ and at most 64 MiB in all.
 - ``.devsite/``: hydra, omegaconf and antlr4 copied from this interpreter's site-packages;
 - ``.devdata/``: what ``python -m elurepro.learns`` trains the CNN configs on: the first
   ``--cifar-images`` training and a fifth as many test images of a CIFAR-10 copy, in
-  torchvision's file layout, and a tiny-imagenet-10 folder, copied from ``--data``.
+  torchvision's file layout, and a tiny-imagenet-10 folder, copied from ``--data``
+  (``--plan curves``, issue 21's item 6 in ``make curves-gpu``: no ImageNet, and by default
+  12,000 CIFAR images, about what fits beside the working tree).
 
 Both are added to ``.git/info/exclude`` (ignored, so they travel only when carried). It prints the
-device call: ``make bench-gpu`` with ``.devsite`` and ``.devdata`` carried.
+device call: the prepared GPU script with ``.devsite`` and ``.devdata`` carried.
 
-    python scripts/gpu_payload.py [--data $ELUREPRO_DATA] [--cifar-images 4000]
+    python scripts/gpu_payload.py [--data $ELUREPRO_DATA] [--plan bench|curves]
+        [--cifar-images N]
 """
 
 from __future__ import annotations
@@ -73,18 +76,19 @@ def exclude(names: tuple[str, ...]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=os.environ.get("ELUREPRO_DATA"))
-    parser.add_argument("--cifar-images", type=int, default=4000)
+    parser.add_argument("--plan", choices=("bench", "curves"), default="bench")
+    parser.add_argument("--cifar-images", type=int, default=None, help="4000 (bench), 12000 "
+                        "(curves)")  # fmt: skip
     args = parser.parse_args()
+    images = args.cifar_images or (12000 if args.plan == "curves" else 4000)
     if args.data is None or not (args.data / "cifar-10-batches-py").is_dir():
         parser.error("--data (or ELUREPRO_DATA) must hold cifar-10-batches-py/")
     for name in CARRY:
         shutil.rmtree(REPO / name, ignore_errors=True)
     copy_packages(REPO / ".devsite")
     data = REPO / ".devdata"
-    cifar10_subset(
-        args.data / "cifar-10-batches-py", data / "cifar-10-batches-py", args.cifar_images
-    )
-    if (args.data / "tiny-imagenet-10").is_dir():
+    cifar10_subset(args.data / "cifar-10-batches-py", data / "cifar-10-batches-py", images)
+    if args.plan == "bench" and (args.data / "tiny-imagenet-10").is_dir():
         shutil.copytree(args.data / "tiny-imagenet-10", data / "tiny-imagenet-10")
     exclude(CARRY)
     sizes = {name: tree_bytes(REPO / name) for name in CARRY}
@@ -92,9 +96,10 @@ def main() -> None:
         print(f"{name}: {size / 2**20:.1f} MiB")
     if sum(sizes.values()) > LIMIT // 2:
         print("warning: this leaves less than half of the 64 MiB a device call may send")
+    plan = "" if args.plan == "bench" else "PLAN=curves "
     print(
-        'device call: run(command="make bench-gpu" (no make there: "bash scripts/gpu_check.sh"), '
-        'carry=[".devsite", ".devdata"], timeout_s=540)'
+        f'device call: run(command="{plan}bash scripts/gpu_check.sh" (make {args.plan}-gpu; no '
+        'make there), carry=[".devsite", ".devdata"], timeout_s=540)'
     )
 
 

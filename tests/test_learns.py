@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from elurepro.learns import CASES, MARGIN, START_FACTOR, check, judge, main
+from elurepro.learns import CASES, MARGIN, START_FACTOR, check, judge, main, report
 
 LN10 = math.log(10)
 
@@ -77,6 +77,29 @@ def test_a_member_at_a_smaller_learning_rate_must_lower_its_evaluation_loss():
     rows[-1]["test/loss"] = 0.73
     v = judge_(rows, math.log(2))
     assert not v.ok and "not lower" in v.problems[0]
+
+
+def test_the_curve_pairs_each_evaluation_with_the_training_loss_since_the_one_before():
+    rows = [{"step": 0, "test/loss": 2.4, "test/error": 90.0}]
+    rows += [{"step": s, "train/loss": float(s), "lr": 0.01} for s in range(1, 7)]
+    rows.insert(4, {"step": 3, "test/loss": 2.2, "test/error": 80.0})  # after step 3's record
+    rows.append({"step": 6, "test/loss": 2.0, "test/error": 70.0})
+    points = judge_(rows).curve
+    assert [(c.step, c.loss, c.error) for c in points] == [
+        (0, 2.4, 90.0),
+        (3, 2.2, 80.0),
+        (6, 2.0, 70.0),
+    ]
+    assert math.isnan(points[0].train)
+    assert (points[1].train, points[2].train) == (2.0, 5.0)  # means of 1-3 and 4-6
+
+
+def test_the_report_carries_each_members_curve():
+    rows = _records(2.4, [2.3] * 5 + [2.0] * 5 + [1.8] * 5)
+    text = report([judge_(rows)], {"x": 15}, "cpu", "--only x")
+    curve = text.split("## Learning curves")[1]
+    assert "| 0 | 2.4 | – | – |" in curve
+    assert f"| 15 | {2.4 * 0.9:.4g} | – | {(5 * 2.3 + 5 * 2.0 + 5 * 1.8) / 15:.4g} |" in curve
 
 
 def test_unknown_experiment_is_one_line(capsys):
