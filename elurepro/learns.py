@@ -137,9 +137,9 @@ def judge(
     """The three checks on one member's metrics.jsonl records and summary.json; ``lr``: the
     protocol's own learning rate. A reconstruction's all-zero output is no yardstick of chance
     (MNIST is mostly black): an autoencoder must beat its own start only."""
-    evals = [r for r in records if _eval_loss(r) is not None]
-    start = _eval_loss(evals[0]) if evals and evals[0].get("step") == 0 else math.nan
-    end = _eval_loss(evals[-1]) if evals else math.nan
+    evals = evaluations(records)
+    start = evals[0]["loss"] if evals and evals[0]["step"] == 0 else math.nan
+    end = evals[-1]["loss"] if evals else math.nan
     own_lr = next((r["lr"] for r in records if "lr" in r), lr)
     train = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
     status = summary.get("status", "unknown")
@@ -195,24 +195,29 @@ def judge(
     )
 
 
+def evaluations(records: Sequence[dict]) -> list[dict]:
+    """Each evaluation of the split evaluated before the first step, once per step. MNIST
+    evaluates its validation split throughout and adds the test split at the end: start and end
+    must come from the same images."""
+    first = next((r for r in records if "val/loss" in r or "test/loss" in r), {})
+    loss, error = ("val/loss", "val/error") if "val/loss" in first else ("test/loss", "test/error")
+    found: dict[int, dict] = {}
+    for r in records:
+        if loss in r:  # the final evaluation repeats the last one's step and values
+            step = int(r["step"])
+            found.setdefault(step, {"step": step, "loss": float(r[loss]), "error": r.get(error)})
+    return list(found.values())
+
+
 def learning_curve(evals: Sequence[dict], train: Sequence[tuple[int, float]]) -> list[CurvePoint]:
     """The member's learning curve: each evaluation with the training loss of the steps since
     the evaluation before (the training loss alone is dropout's noise on a 100-image batch)."""
     points, before = [], -1
-    for r in evals:
-        step = int(r["step"])
-        since = [v for s, v in train if before < s <= step]
-        error = next((r[k] for k in ("test/error", "val/error") if k in r), None)
-        points.append(CurvePoint(step, _eval_loss(r), error, _mean(since)))
-        before = step
+    for e in evals:
+        since = [v for s, v in train if before < s <= e["step"]]
+        points.append(CurvePoint(e["step"], e["loss"], e["error"], _mean(since)))
+        before = e["step"]
     return points
-
-
-def _eval_loss(record: dict) -> float | None:
-    for key in ("test/loss", "val/loss"):
-        if key in record:
-            return float(record[key])
-    return None
 
 
 def _mean(values: Sequence[float]) -> float:

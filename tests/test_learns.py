@@ -94,6 +94,18 @@ def test_the_curve_pairs_each_evaluation_with_the_training_loss_since_the_one_be
     assert (points[1].train, points[2].train) == (2.0, 5.0)  # means of 1-3 and 4-6
 
 
+def test_start_and_end_come_from_the_same_split():
+    # MNIST evaluates its validation split throughout and adds the test split at the end (one
+    # record with both): the end is the validation loss, as the start was.
+    rows = [{"step": 0, "val/loss": 2.4, "val/error": 90.0}]
+    rows += [{"step": s, "train/loss": 2.4 - 0.1 * s, "lr": 0.01} for s in range(1, 4)]
+    rows.append({"step": 3, "val/loss": 2.0, "val/error": 70.0})
+    rows.append({"step": 3, "val/loss": 2.0, "val/error": 70.0, "test/loss": 2.5})
+    v = judge_(rows)
+    assert (v.start, v.end) == (2.4, 2.0) and v.ok, v.problems
+    assert [c.step for c in v.curve] == [0, 3]  # the final evaluation's repeat is one point
+
+
 def test_the_report_carries_each_members_curve():
     rows = _records(2.4, [2.3] * 5 + [2.0] * 5 + [1.8] * 5)
     text = report([judge_(rows)], {"x": 15}, "cpu", "--only x")
