@@ -342,8 +342,8 @@ def report(verdicts: Sequence[Verdict], steps: dict[str, int], device: str, argv
         ]
         for c in v.curve:
             error = "–" if c.error is None else f"{c.error:.2f}"
-            train = "–" if math.isnan(c.train) else f"{c.train:.4g}"
-            lines.append(f"| {c.step} | {c.loss:.4g} | {error} | {train} |")
+            train = "–" if math.isnan(c.train) else f"{c.train:.4f}"
+            lines.append(f"| {c.step} | {c.loss:.4f} | {error} | {train} |")
     return "\n".join(lines) + "\n"
 
 

@@ -110,8 +110,8 @@ def test_the_report_carries_each_members_curve():
     rows = _records(2.4, [2.3] * 5 + [2.0] * 5 + [1.8] * 5)
     text = report([judge_(rows)], {"x": 15}, "cpu", "--only x")
     curve = text.split("## Learning curves")[1]
-    assert "| 0 | 2.4 | – | – |" in curve
-    assert f"| 15 | {2.4 * 0.9:.4g} | – | {(5 * 2.3 + 5 * 2.0 + 5 * 1.8) / 15:.4g} |" in curve
+    assert "| 0 | 2.4000 | – | – |" in curve
+    assert f"| 15 | {2.4 * 0.9:.4f} | – | {(5 * 2.3 + 5 * 2.0 + 5 * 1.8) / 15:.4f} |" in curve
 
 
 def test_unknown_experiment_is_one_line(capsys):
