@@ -299,6 +299,7 @@ def _assert_same_run(a_sweep: Sweep, b_sweep: Sweep) -> None:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # 7 s of the default suite (297-303 s in session 9): two processes spawn
 def test_two_ddp_processes_resumed_equal_one_process(folder: Path, tmp_path: Path) -> None:
     """Global batch 8: two gloo processes of 4, stopped mid-interval at step 7 and resumed, give
     the metrics and weights of one uninterrupted process (float tolerance; no dropout here)."""
