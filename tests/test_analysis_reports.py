@@ -133,7 +133,9 @@ def test_a_member_of_the_layout_before_the_run_store_names_the_script(tmp_path: 
 # ---------------------------------------------------------------- mnist_meanact
 
 
-@pytest.fixture(scope="module", params=["old", "new"])
+# The old layout (the default of the fakes, which most analysis tests read) in make test-slow:
+# 7 s of the default suite.
+@pytest.fixture(scope="module", params=[pytest.param("old", marks=pytest.mark.slow), "new"])
 def meanact(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("meanact")
     data = fake_meanact(
@@ -236,7 +238,9 @@ def member_folder(runs: Path, member_id: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", params=["old", "new"])
+# The old layout (the default of the fakes, which most analysis tests read) in make test-slow:
+# 7 s of the default suite.
+@pytest.fixture(scope="module", params=[pytest.param("old", marks=pytest.mark.slow), "new"])
 def cifar(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("cifar")
     finals = fake_cifar11(root / "runs", steps=4000, skip=(("relu", 3),), layout=request.param)
