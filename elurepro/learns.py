@@ -76,7 +76,7 @@ CASES: dict[str, Case] = {
         # Every learning rate of Fig. 3; at 1e-5 the loss falls slowly but falls.
         Case("mnist_autoencoder", "mnist", 150),
         # ReLU and LReLU without BN fall by under 1% in their first 60 iterations (at gain 1 and
-        # at their gain of 1.6, U3); at gain 1 they learned by 300 (results/learns/README.md).
+        # at their gain of 1.6, U3); they learn by 300 at either gain (results/learns/README.md).
         Case("cifar100_11layer", "cifar10", 300),
         # Table 1 trains ELU only; ReLU beside it so that a user can compare. The ELU member
         # leaves ln C after about 200 iterations (results/learns/cifar_18layer-elu-300.md), the
@@ -138,11 +138,11 @@ def judge(
     """The three checks on one member's metrics.jsonl records and summary.json; ``lr``: the
     protocol's own learning rate. A reconstruction's all-zero output is no yardstick of chance
     (MNIST is mostly black): an autoencoder must beat its own start only."""
-    evals = evaluations(records)
-    start = evals[0]["loss"] if evals and evals[0]["step"] == 0 else math.nan
-    end = evals[-1]["loss"] if evals else math.nan
-    own_lr = next((r["lr"] for r in records if "lr" in r), lr)
     train = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
+    curve = learning_curve(records, train)
+    start = curve[0].loss if curve and curve[0].step == 0 else math.nan
+    end = curve[-1].loss if curve else math.nan
+    own_lr = next((r["lr"] for r in records if "lr" in r), lr)
     status = summary.get("status", "unknown")
     third = max(1, len(train) // 3)
     first = _mean([v for _, v in train[:third]])
@@ -192,32 +192,25 @@ def judge(
         last,
         status,
         problems=problems,
-        curve=learning_curve(evals, train),
+        curve=curve,
     )
 
 
-def evaluations(records: Sequence[dict]) -> list[dict]:
-    """Each evaluation of the split evaluated before the first step, once per step. MNIST
-    evaluates its validation split throughout and adds the test split at the end: start and end
-    must come from the same images."""
+def learning_curve(records: Sequence[dict], train: Sequence[tuple[int, float]]) -> list[CurvePoint]:
+    """Each evaluation, once per step, with the mean training loss of the steps since the one
+    before (the training loss alone is dropout's noise on a 100-image batch). All of one split,
+    the one evaluated first: MNIST evaluates its validation split throughout and adds the test
+    split at the end, and start and end must come from the same images."""
     first = next((r for r in records if "val/loss" in r or "test/loss" in r), {})
     loss, error = ("val/loss", "val/error") if "val/loss" in first else ("test/loss", "test/error")
-    found: dict[int, dict] = {}
+    points: list[CurvePoint] = []
     for r in records:
-        if loss in r:  # the final evaluation repeats the last one's step and values
-            step = int(r["step"])
-            found.setdefault(step, {"step": step, "loss": float(r[loss]), "error": r.get(error)})
-    return list(found.values())
-
-
-def learning_curve(evals: Sequence[dict], train: Sequence[tuple[int, float]]) -> list[CurvePoint]:
-    """The member's learning curve: each evaluation with the training loss of the steps since
-    the evaluation before (the training loss alone is dropout's noise on a 100-image batch)."""
-    points, before = [], -1
-    for e in evals:
-        since = [v for s, v in train if before < s <= e["step"]]
-        points.append(CurvePoint(e["step"], e["loss"], e["error"], _mean(since)))
-        before = e["step"]
+        # The final evaluation repeats the last one's step and values.
+        if loss not in r or (points and points[-1].step == r["step"]):
+            continue
+        before = points[-1].step if points else -1
+        since = _mean([v for s, v in train if before < s <= r["step"]])
+        points.append(CurvePoint(int(r["step"]), float(r[loss]), r.get(error), since))
     return points
 
 

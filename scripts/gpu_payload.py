@@ -77,8 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=os.environ.get("ELUREPRO_DATA"))
     parser.add_argument("--plan", choices=("bench", "curves"), default="bench")
-    parser.add_argument("--cifar-images", type=int, default=None, help="4000 (bench), 12000 "
-                        "(curves)")  # fmt: skip
+    parser.add_argument("--cifar-images", type=int, help="default 4000 (bench), 12000 (curves)")
     args = parser.parse_args()
     images = args.cifar_images or (12000 if args.plan == "curves" else 4000)
     if args.data is None or not (args.data / "cifar-10-batches-py").is_dir():

@@ -134,7 +134,7 @@ def test_a_member_of_the_layout_before_the_run_store_names_the_script(tmp_path: 
 
 
 # The old layout (the default of the fakes, which most analysis tests read) in make test-slow:
-# 7 s of the default suite.
+# 4-5 s of the default suite.
 @pytest.fixture(scope="module", params=[pytest.param("old", marks=pytest.mark.slow), "new"])
 def meanact(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("meanact")
