@@ -77,7 +77,7 @@ tv.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else '
     step e2e 25 $PY scripts/bench_e2e.py --device cuda --only cnn11 --steps 2000 \
       --synthetic-data --out "$OUT/e2e.md"
     step profile 7 $PY scripts/bench.py --device cuda --profile "$OUT/profile.md"
-    runs=(cnn11:cifar100_11layer:9 cnn18:cifar_18layer:9 spp:imagenet_15layer_spp:8)
+    runs=(cnn11:cifar100_11layer:9 cnn18:cifar_18layer,cifar_18layer-relu:9 spp:imagenet_15layer_spp:8)
     steps=$LEARNS_STEPS
     members=()
   else

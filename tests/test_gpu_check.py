@@ -63,6 +63,7 @@ def test_the_bench_plan_keeps_its_steps_and_600_iterations(tmp_path):
     assert calls[1].startswith("scripts/bench.py --device cuda")
     learns = [c for c in calls if c.startswith("-m elurepro.learns")]
     assert len(learns) == 3 and all("--steps 600 " in c for c in learns)
+    assert "--only cifar_18layer,cifar_18layer-relu " in learns[1]  # Table 1's ELU, and ReLU
     assert not any("members.activations" in c for c in learns)
 
 
