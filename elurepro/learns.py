@@ -90,7 +90,7 @@ CASES: dict[str, Case] = {
         # (results/learns/cifar_18layer-elu-300.md).
         Case("cifar_18layer", "cifar10", 300, ("members.activations=[elu]",)),
         # ReLU beside it, so that a user can compare: at its gain of 1.6 (U3) it leaves ln C
-        # some 150-200 iterations after ELU (results/learns/cifar_18layer-relu-gain1.6-600.md).
+        # some 200-300 iterations after ELU (results/learns/cifar_18layer-relu-gain1.6-600.md).
         Case("cifar_18layer", "cifar10", 600, ("members.activations=[relu]",), part="relu"),
         Case("imagenet_15layer_spp", "imagenet", 60, (), "tiny-imagenet-10"),
     )
