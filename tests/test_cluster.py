@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +107,43 @@ def test_hydra_finds_the_launchers() -> None:
         "hydra_plugins.elurepro_launcher.SlurmLauncher",
         "hydra_plugins.elurepro_launcher.LocalLauncher",
     } <= set(found)
+
+
+# A job whose training has returned, signalled to requeue while its interpreter shuts down (Python
+# then restores the signal's default action, terminate): with the launcher's training it exits 0.
+_SIGNAL_AT_SHUTDOWN = """
+import os, signal, sys
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+import hydra_plugins.elurepro_launcher as launchers
+
+submitit_launcher.BaseSubmititLauncher.__call__ = lambda self: "trained"  # the training
+signal.signal(signal.SIGUSR2, lambda *_: print("requeued"))  # submitit's handler in a job
+
+class SignalAtShutdown:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+late = SignalAtShutdown()  # deleted as the interpreter's modules are torn down
+if sys.argv[1] != "none":
+    print(getattr(launchers, sys.argv[1])()())
+"""
+
+
+@pytest.mark.parametrize("launcher", ["SlurmLauncher", "LocalLauncher", "none"])
+def test_a_job_whose_training_returned_ignores_a_late_requeue_signal(launcher: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SUBMITIT_PREEMPT_SIGNAL"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT_SHUTDOWN, launcher],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    if launcher == "none":  # what killed a finished job on CI: Slurm recorded it FAILED
+        assert proc.returncode == -signal.SIGUSR2, (proc.returncode, proc.stderr)
+    else:
+        assert (proc.returncode, proc.stdout) == (0, "trained\n"), proc.stderr
 
 
 # ---------------------------------------------------------------------------- the cluster
