@@ -290,21 +290,22 @@ def check(
         raise ElureproError(f"{case.experiment}: training stopped with status {code}")
     # Only this command's members: a runs folder may hold other cases' and other --steps' runs.
     key = config_key(OmegaConf.to_container(cfg, resolve=True))
-    members = {m.folder for chunk in plan_chunks(cfg) for m in chunk}
+    planned = sorted({m.folder for chunk in plan_chunks(cfg) for m in chunk})
+    lr, task = float(cfg.optim.lr), str(cfg.model.task)
     verdicts = []
-    for summary in sorted((runs / case.experiment).rglob("summary.json")):
-        member = str(summary.parent.relative_to(summary.parents[2]))
-        sweep = json.loads((summary.parents[2] / "sweep.json").read_text())
-        if sweep.get("config_key") != key or member not in members:
+    for record in sorted((runs / case.experiment).rglob("sweep.json")):
+        sweep = json.loads(record.read_text())
+        if sweep.get("config_key") != key:
             continue
-        run = load_member(summary.parent)
         reference = zero_output_loss(cfg, sweep["data"].get("num_classes"))
-        lr = float(cfg.optim.lr)
-        task = str(cfg.model.task)
-        verdict = judge(case.experiment, member, run.records, run.summary, reference, lr, task)
-        verdict.steps = steps
-        verdict.data = sweep["data"].get("description", sweep["data"].get("name", ""))
-        verdicts.append(verdict)
+        data = sweep["data"].get("description", sweep["data"].get("name", ""))
+        for member in planned:
+            if not (record.parent / member / "summary.json").exists():
+                continue
+            run = load_member(record.parent / member)
+            verdict = judge(case.experiment, member, run.records, run.summary, reference, lr, task)
+            verdict.steps, verdict.data = steps, data
+            verdicts.append(verdict)
     if not verdicts:
         raise ElureproError(f"{case.experiment}: no member wrote a summary under {runs}")
     return verdicts
